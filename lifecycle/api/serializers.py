@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import jsonschema
+import orjson
+from django.conf import settings
+from rest_framework import serializers
+
+from lifecycle.models import Lifecycle, TimelineEvent
+from lifecycle.providers import split_model
+from lifecycle.services import LifecycleRequest
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_FALLBACKS = 5
+ROLES = ("system", "user", "assistant", "tool", "developer")
+DELIVERY_MODES = ("webhook_callback", "webhook", "direct")
+
+
+def _json_size(value) -> int:
+    return len(orjson.dumps(value))
+
+
+class ModelField(serializers.CharField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=200, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        try:
+            split_model(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return value
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = serializers.JSONField()
+
+    def validate_content(self, value):
+        if not isinstance(value, str | list):
+            raise serializers.ValidationError("Must be a string or a list of content parts.")
+        return value
+
+
+class ResponseFormatSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=("text", "json_schema", "json_object"))
+    json_schema = serializers.DictField(required=False)
+
+    def validate(self, attrs):
+        if attrs["type"] == "json_schema":
+            spec = attrs.get("json_schema")
+            if not spec:
+                raise serializers.ValidationError({"json_schema": "Required when type is json_schema."})
+            schema = spec.get("schema", spec)
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise serializers.ValidationError({"json_schema": f"Not a valid JSON schema: {exc.message}"}) from exc
+        return attrs
+
+
+class DeliverySerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=DELIVERY_MODES, required=False)
+    endpoint_id = serializers.UUIDField(required=False)
+    callback_timeout_s = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False)
+
+
+class SubscriberSerializer(serializers.Serializer):
+    user_id = serializers.CharField(max_length=200)
+    tier = serializers.CharField(max_length=50, required=False)
+
+
+class LifecycleCreateSerializer(serializers.Serializer):
+    model = ModelField()
+    messages = MessageSerializer(many=True, required=False, allow_empty=False, max_length=1000)
+    prompt = serializers.CharField(required=False, trim_whitespace=False, max_length=settings.MAX_REQUEST_BYTES)
+    params = serializers.DictField(required=False, default=dict)
+    response_format = ResponseFormatSerializer(required=False, allow_null=True, default=None)
+    fallbacks = serializers.ListField(child=ModelField(), required=False, default=list, max_length=MAX_FALLBACKS)
+    delivery = DeliverySerializer(required=False, default=dict)
+    metadata = serializers.DictField(required=False, default=dict)
+    subscriber = SubscriberSerializer(required=False, default=dict)
+
+    def validate_params(self, value):
+        latency = value.get("latency_ms", 0)
+        if not isinstance(latency, int | float) or isinstance(latency, bool) or not 0 <= latency <= 600_000:
+            raise serializers.ValidationError({"latency_ms": "Must be a number of milliseconds, 0 to 600000."})
+        return value
+
+    def validate_metadata(self, value):
+        if _json_size(value) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"Must encode to at most {MAX_METADATA_BYTES} bytes of JSON.")
+        return value
+
+    def validate(self, attrs):
+        has_messages, has_prompt = "messages" in attrs, "prompt" in attrs
+        if has_messages == has_prompt:
+            raise serializers.ValidationError("Give exactly one of messages or prompt.")
+        mode = attrs["delivery"].get("mode", "direct")
+        if mode != "direct":
+            # Webhook delivery needs an endpoint; none can be registered yet in this version.
+            raise serializers.ValidationError({"delivery": f"Mode {mode!r} needs a webhook endpoint; use 'direct'."})
+        attrs["delivery"] = {**attrs["delivery"], "mode": mode}
+        return attrs
+
+    def to_request(self) -> LifecycleRequest:
+        data = self.validated_data
+        messages = data.get("messages") or [{"role": "user", "content": data["prompt"]}]
+        subscriber = dict(data["subscriber"])
+        delivery = {k: str(v) if k == "endpoint_id" else v for k, v in data["delivery"].items()}
+        return LifecycleRequest(
+            model=data["model"],
+            messages=[dict(m) for m in messages],
+            params=dict(data["params"]),
+            response_format=dict(data["response_format"]) if data["response_format"] else None,
+            fallbacks=list(data["fallbacks"]),
+            delivery=delivery,
+            metadata=dict(data["metadata"]),
+            subscriber=subscriber,
+        )
+
+
+class LifecycleSerializer(serializers.ModelSerializer):
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lifecycle
+        fields = [
+            "id",
+            "status",
+            "model",
+            "model_used",
+            "messages",
+            "params",
+            "response_format",
+            "fallbacks",
+            "delivery",
+            "metadata",
+            "subscriber",
+            "output",
+            "result",
+            "error",
+            "usage",
+            "replay_of",
+            "created_at",
+            "updated_at",
+            "generating_at",
+            "delivering_at",
+            "awaiting_callback_at",
+            "finished_at",
+            "links",
+        ]
+
+    def get_links(self, lifecycle: Lifecycle) -> dict[str, str]:
+        return lifecycle_links(lifecycle)
+
+
+def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
+    base = settings.PUBLIC_BASE_URL
+    ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return {
+        "self": f"{base}/v1/lifecycles/{lifecycle.id}",
+        "timeline": f"{base}/v1/lifecycles/{lifecycle.id}/timeline",
+        "websocket": f"{ws_base}/ws/lifecycles/{lifecycle.id}",
+    }
+
+
+class LifecycleAcceptedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    ws_token = serializers.CharField()
+    links = serializers.DictField(child=serializers.CharField())
+
+
+class TimelineEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TimelineEvent
+        fields = ["seq", "event", "at", "duration_ms", "payload"]

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from lifecycle.api import views
+
+urlpatterns = [
+    path("lifecycles", views.LifecycleListCreateView.as_view(), name="lifecycle-list"),
+    path("lifecycles/<uuid:lifecycle_id>", views.LifecycleDetailView.as_view(), name="lifecycle-detail"),
+    path("lifecycles/<uuid:lifecycle_id>/timeline", views.LifecycleTimelineView.as_view(), name="lifecycle-timeline"),
+    path("lifecycles/<uuid:lifecycle_id>/cancel", views.LifecycleCancelView.as_view(), name="lifecycle-cancel"),
+    path("lifecycles/<uuid:lifecycle_id>/replay", views.LifecycleReplayView.as_view(), name="lifecycle-replay"),
+]

@@ -1,0 +1,165 @@
+"""Thin views: validate with a serializer, call one service or selector, shape the answer."""
+
+from __future__ import annotations
+
+import re
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from lifecycle import selectors, services
+from lifecycle.api.serializers import (
+    LifecycleAcceptedSerializer,
+    LifecycleCreateSerializer,
+    LifecycleSerializer,
+    TimelineEventSerializer,
+    lifecycle_links,
+)
+from lifecycle.models import Lifecycle
+from lifecycle.states import Status
+from orchestrator.errors import Conflict
+from realtime import tokens
+
+MAX_IDEMPOTENCY_KEY = 255
+_METADATA_FILTER = re.compile(r"^metadata\[([A-Za-z0-9_\-]{1,64})\]$")
+
+
+class LifecyclePagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+def _accepted(lifecycle: Lifecycle) -> dict:
+    scope = tokens.RealtimeScope(project_id=str(lifecycle.project_id), lifecycle_id=str(lifecycle.id))
+    return {
+        "id": lifecycle.id,
+        "status": lifecycle.status,
+        "created_at": lifecycle.created_at,
+        "ws_token": tokens.mint(scope),
+        "links": lifecycle_links(lifecycle),
+    }
+
+
+def _lifecycle_or_404(request: Request, lifecycle_id) -> Lifecycle:
+    lifecycle = selectors.lifecycle_get(project=request.auth.project, lifecycle_id=lifecycle_id)
+    if lifecycle is None:
+        raise exceptions.NotFound("No such lifecycle.")
+    return lifecycle
+
+
+def _parse_time(request: Request, name: str):
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    value = parse_datetime(raw)
+    if value is None:
+        raise exceptions.ValidationError({name: "Must be an ISO 8601 date-time."})
+    return value
+
+
+class LifecycleListCreateView(generics.GenericAPIView):
+    pagination_class = LifecyclePagination
+    serializer_class = LifecycleSerializer
+
+    @extend_schema(
+        request=LifecycleCreateSerializer,
+        responses={202: LifecycleAcceptedSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LifecycleCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        idempotency_key = request.headers.get("Idempotency-Key") or None
+        if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise exceptions.ValidationError({"Idempotency-Key": f"At most {MAX_IDEMPOTENCY_KEY} characters."})
+        try:
+            lifecycle, _ = services.lifecycle_create(
+                project=request.auth.project,
+                request=serializer.to_request(),
+                idempotency_key=idempotency_key,
+                traceparent=request.headers.get("traceparent"),
+            )
+        except services.IdempotencyConflict as exc:
+            raise Conflict("This Idempotency-Key was already used with a different request body.") from exc
+        return Response(LifecycleAcceptedSerializer(_accepted(lifecycle)).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=list(Status.values)),
+            OpenApiParameter("created_after", str),
+            OpenApiParameter("created_before", str),
+            OpenApiParameter("limit", int),
+        ]
+    )
+    def get(self, request: Request) -> Response:
+        status_filter = request.query_params.get("status")
+        if status_filter and status_filter not in Status.values:
+            raise exceptions.ValidationError({"status": f"One of {', '.join(Status.values)}."})
+        metadata = {}
+        for name, value in request.query_params.items():
+            match = _METADATA_FILTER.match(name)
+            if match:
+                metadata[match.group(1)] = value
+        queryset = selectors.lifecycle_list(
+            project=request.auth.project,
+            status=status_filter,
+            metadata=metadata,
+            created_after=_parse_time(request, "created_after"),
+            created_before=_parse_time(request, "created_before"),
+        )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(LifecycleSerializer(page, many=True).data)
+
+
+class LifecycleDetailView(APIView):
+    @extend_schema(responses=LifecycleSerializer)
+    def get(self, request: Request, lifecycle_id) -> Response:
+        return Response(LifecycleSerializer(_lifecycle_or_404(request, lifecycle_id)).data)
+
+
+class TimelineResponseSerializer(serializers.Serializer):
+    lifecycle_id = serializers.UUIDField()
+    status = serializers.CharField()
+    events = TimelineEventSerializer(many=True)
+
+
+class LifecycleTimelineView(APIView):
+    @extend_schema(responses=TimelineResponseSerializer)
+    def get(self, request: Request, lifecycle_id) -> Response:
+        lifecycle = _lifecycle_or_404(request, lifecycle_id)
+        events = selectors.timeline(lifecycle=lifecycle)
+        return Response(
+            {
+                "lifecycle_id": str(lifecycle.id),
+                "status": lifecycle.status,
+                "events": TimelineEventSerializer(events, many=True).data,
+            }
+        )
+
+
+class LifecycleCancelView(APIView):
+    @extend_schema(request=None, responses=LifecycleSerializer)
+    def post(self, request: Request, lifecycle_id) -> Response:
+        lifecycle = _lifecycle_or_404(request, lifecycle_id)
+        cancelled = services.lifecycle_cancel(lifecycle=lifecycle)
+        if cancelled is None:
+            lifecycle.refresh_from_db()
+            if lifecycle.status != Status.CANCELLED:
+                raise Conflict(f"The lifecycle is already {lifecycle.status}.")
+            cancelled = lifecycle
+        return Response(LifecycleSerializer(cancelled).data)
+
+
+class LifecycleReplayView(APIView):
+    @extend_schema(request=None, responses={202: LifecycleAcceptedSerializer})
+    def post(self, request: Request, lifecycle_id) -> Response:
+        original = _lifecycle_or_404(request, lifecycle_id)
+        replay = services.lifecycle_replay(lifecycle=original, traceparent=request.headers.get("traceparent"))
+        return Response(LifecycleAcceptedSerializer(_accepted(replay)).data, status=status.HTTP_202_ACCEPTED)

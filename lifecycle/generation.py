@@ -1,0 +1,140 @@
+"""Running one generation: the model, then its fallbacks, each with retries; every attempt on the timeline.
+
+Transport-free: the generator process calls :func:`generate` for each claimed lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+import jsonschema
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from lifecycle import services
+from lifecycle.models import Lifecycle
+from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
+from lifecycle.states import ErrorCode
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+def _db(fn):
+    return sync_to_async(fn, thread_sensitive=False)
+
+
+def backoff_s(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; a provider's Retry-After wins (capped)."""
+    if retry_after is not None:
+        return min(retry_after, MAX_BACKOFF_S)
+    return random.uniform(0, min(MAX_BACKOFF_S, 0.5 * 2**attempt))
+
+
+class OutputInvalid(Exception):
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
+    """The lifecycle's output: the text, or for ``json_schema`` formats the parsed, validated object."""
+    if not response_format or response_format.get("type") != "json_schema":
+        return text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise OutputInvalid(f"output is not JSON: {exc}") from exc
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema", spec)
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path)
+        raise OutputInvalid(f"output does not match the JSON schema: {exc.message}", {"path": path}) from exc
+    return value
+
+
+async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
+    """Try the model and then each fallback; store the first valid output, or fail the lifecycle."""
+    last_error = "no model was tried"
+    for model in [lifecycle.model, *lifecycle.fallbacks]:
+        provider_name, model_name = split_model(model)
+        request = GenerationRequest(
+            model=model_name,
+            messages=lifecycle.messages,
+            params=lifecycle.params,
+            response_format=lifecycle.response_format,
+        )
+        for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                generation = await PROVIDERS[provider_name].generate(request, client=client)
+            except ProviderError as exc:
+                latency_ms = (time.perf_counter() - started) * 1000
+                await _record_attempt(lifecycle, model, attempt, latency_ms, error=exc)
+                last_error = f"{model}: {exc}"
+                if not exc.retryable or attempt == settings.PROVIDER_MAX_RETRIES:
+                    break
+                await asyncio.sleep(backoff_s(attempt, exc.retry_after))
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            await _record_attempt(
+                lifecycle, model, attempt, latency_ms, usage=generation.usage, http_status=generation.http_status
+            )
+            try:
+                output = parse_output(generation.text, lifecycle.response_format)
+            except OutputInvalid as exc:
+                await _db(services.lifecycle_fail)(
+                    lifecycle_id=lifecycle.id,
+                    code=ErrorCode.OUTPUT_INVALID,
+                    message=str(exc),
+                    step="generation",
+                    details=exc.details,
+                )
+                return
+            await _db(services.generation_succeed)(
+                lifecycle_id=lifecycle.id, output=output, usage=generation.usage, model_used=model
+            )
+            return
+    await _db(services.lifecycle_fail)(
+        lifecycle_id=lifecycle.id,
+        code=ErrorCode.GENERATION_FAILED,
+        message="The model could not produce an answer.",
+        step="generation",
+        details={"last_error": last_error},
+    )
+
+
+async def _record_attempt(
+    lifecycle: Lifecycle,
+    model: str,
+    attempt: int,
+    latency_ms: float,
+    *,
+    usage: dict | None = None,
+    http_status: int | None = None,
+    error: ProviderError | None = None,
+) -> None:
+    payload: dict[str, Any] = {
+        "model": model,
+        "attempt": attempt + 1,
+        "outcome": "error" if error else "ok",
+        "latency_ms": round(latency_ms, 2),
+        "http_status": error.http_status if error else http_status,
+    }
+    if usage:
+        payload["usage"] = usage
+    if error:
+        payload["error"] = str(error)
+        payload["retryable"] = error.retryable
+    await _db(services.record_event)(
+        lifecycle_id=lifecycle.id, event="generation.attempt", payload=payload, duration_ms=latency_ms
+    )

@@ -1,0 +1,179 @@
+"""The generator process: a Kafka consumer group on ``lifecycle.requests`` running many generations at once.
+
+At-least-once: a message's offset is committed only after its generation is recorded in the database,
+and only up to the oldest message still in flight (see :class:`OffsetTracker`). A message that is
+redelivered finds its lifecycle already claimed or finished, and does nothing.
+
+Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
+polling, so the group keeps it); lag builds in Kafka and the API never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import orjson
+from asgiref.sync import sync_to_async
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from django.db import InterfaceError, OperationalError
+
+from lifecycle import generation, kafka, services
+from lifecycle.outbox import TOPIC_REQUESTS
+from orchestrator.process import GracefulExit
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "lifecycle-generators"
+COMMIT_EVERY_S = 0.5
+
+
+class PoisonMessage(Exception):
+    pass
+
+
+class OffsetTracker:
+    """Which offset each partition may commit: everything before the oldest message still in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: dict[tuple[str, int], set[int]] = {}
+        self._next: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+
+    def started(self, topic: str, partition: int, offset: int) -> None:
+        with self._lock:
+            self._in_flight.setdefault((topic, partition), set()).add(offset)
+            self._next[(topic, partition)] = max(self._next.get((topic, partition), 0), offset + 1)
+
+    def finished(self, topic: str, partition: int, offset: int) -> None:
+        with self._lock:
+            self._in_flight.get((topic, partition), set()).discard(offset)
+
+    def committable(self) -> list[TopicPartition]:
+        """Offsets that moved since the last call."""
+        with self._lock:
+            out = []
+            for tp, next_offset in self._next.items():
+                in_flight = self._in_flight.get(tp)
+                offset = min(in_flight) if in_flight else next_offset
+                if self._committed.get(tp) != offset:
+                    self._committed[tp] = offset
+                    out.append(TopicPartition(tp[0], tp[1], offset))
+            return out
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for p in partitions:
+                for table in (self._in_flight, self._next, self._committed):
+                    table.pop((p.topic, p.partition), None)
+
+
+def parse_request(message: Message) -> uuid.UUID:
+    try:
+        body = orjson.loads(message.value() or b"")
+        return uuid.UUID(str(body["lifecycle_id"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PoisonMessage(f"undecodable generation request: {exc.__class__.__name__}: {exc}") from exc
+
+
+class Generator:
+    def __init__(self, *, concurrency: int, stop: GracefulExit) -> None:
+        self.concurrency = concurrency
+        self.stop = stop
+        self.tracker = OffsetTracker()
+        self.tasks: set[asyncio.Task] = set()
+        self.paused = False
+        self.handled = 0
+        # Every call into librdkafka happens on this one thread, rebalance callbacks included.
+        self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+        self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
+
+    async def _kafka(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit_sync()
+        self.tracker.forget(partitions)
+
+    def _commit_sync(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as exc:  # a commit lost here is redelivered: handlers are idempotent
+                log.warning("generator: commit failed: %s", exc)
+
+    def _set_paused(self, paused: bool) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            (self.consumer.pause if paused else self.consumer.resume)(assignment)
+        self.paused = paused
+
+    async def run(self) -> int:
+        await self._kafka(lambda: self.consumer.subscribe([TOPIC_REQUESTS], on_revoke=self._on_revoke))
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(limits=limits) as client:
+            while not self.stop.requested:
+                full = len(self.tasks) >= self.concurrency
+                if full != self.paused:
+                    await self._kafka(self._set_paused, full)
+                room = max(1, self.concurrency - len(self.tasks))
+                messages = await self._kafka(self.consumer.consume, min(room, 500), 0.1)
+                for message in messages:
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("generator: consume error: %s", message.error())
+                        continue
+                    self._start(message, client)
+                if loop.time() - last_commit >= COMMIT_EVERY_S:
+                    await self._kafka(self._commit_sync)
+                    last_commit = loop.time()
+            if self.tasks:
+                log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
+                await asyncio.wait(self.tasks, timeout=30)
+        await self._kafka(self._commit_sync)
+        await self._kafka(self.consumer.close)
+        self.kafka_thread.shutdown()
+        return self.handled
+
+    def _start(self, message: Message, client: httpx.AsyncClient) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        self.tracker.started(topic, partition, offset)
+        task = asyncio.create_task(self._handle(message, client))
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self.tasks.discard(t)
+            self.tracker.finished(topic, partition, offset)
+            self.handled += 1
+
+        task.add_done_callback(done)
+
+    async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
+        try:
+            lifecycle_id = parse_request(message)
+            lifecycle = await sync_to_async(services.generation_claim, thread_sensitive=False)(
+                lifecycle_id=lifecycle_id
+            )
+            if lifecycle is None:
+                return  # already claimed, finished or cancelled: a redelivery
+            await generation.generate(lifecycle, client=client)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is unreachable: nothing was recorded, so the reconciler re-drives this one later.
+            log.error("generator: database unavailable for %s: %s", message.key(), exc)
+        except Exception as exc:  # a message no handler can process must not stop the others
+            log.exception("generator: dead-lettering message %s", message.key())
+            await sync_to_async(services.message_dead_letter, thread_sensitive=False)(
+                source_topic=message.topic(),
+                key=(message.key() or b"").decode(errors="replace"),
+                value=message.value() or b"",
+                headers=kafka.decode_headers(message.headers()),
+                reason=str(exc) or exc.__class__.__name__,
+            )

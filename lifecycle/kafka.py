@@ -1,0 +1,84 @@
+"""Kafka plumbing: client configuration, topic creation and header helpers. No business rules here.
+
+The embedded broker (Tansu) has two quirks every client here respects: a consumer's first group join takes
+~23 s unless ``session.timeout.ms`` is low, and ``latest`` offsets are wrong, so groups start at ``earliest``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from django.conf import settings
+
+from lifecycle.outbox import TOPICS
+
+log = logging.getLogger(__name__)
+
+
+def _base_config() -> dict[str, str | int | bool]:
+    return {"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_CLIENT_CONFIG}
+
+
+def producer_config(**overrides) -> dict:
+    return {
+        **_base_config(),
+        # Idempotent: a retried send after a lost ack is written once, in order, per partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "none",
+        **overrides,
+    }
+
+
+def consumer_config(group_id: str, **overrides) -> dict:
+    return {
+        **_base_config(),
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
+        "heartbeat.interval.ms": max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 3),
+        **overrides,
+    }
+
+
+def admin_client() -> AdminClient:
+    return AdminClient(_base_config())
+
+
+def ensure_topics(*, timeout: float = 10.0) -> None:
+    """Create the service's topics if missing. Every process calls this on start: a broker that restarted
+    empty (the embedded one keeps its log in memory) gets them back."""
+    admin = admin_client()
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [
+        NewTopic(topic, num_partitions=settings.KAFKA_TOPIC_PARTITIONS, replication_factor=1)
+        for topic in TOPICS
+        if topic not in existing
+    ]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result()
+            log.info("created topic %s", topic)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+
+
+def ping(*, timeout: float = 2.0) -> None:
+    """Raise unless the broker answers a metadata request."""
+    admin_client().list_topics(timeout=timeout)
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+def decode_headers(raw: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {name: (value or b"").decode(errors="replace") for name, value in raw or []}

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from lifecycle.states import Status
+
+
+class Project(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """A project's API key. Only its prefix (to find it) and a SHA-256 of the whole key are kept: keys are
+    long random strings, so a fast hash is as safe as a slow one and keeps authentication cheap."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200, default="default")
+    prefix = models.CharField(max_length=32, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.project})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Lifecycle(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="lifecycles")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+
+    # What was asked.
+    model = models.CharField(max_length=200)
+    messages = models.JSONField()
+    params = models.JSONField(default=dict, blank=True)
+    response_format = models.JSONField(null=True, blank=True)
+    fallbacks = models.JSONField(default=list, blank=True)
+    delivery = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    subscriber = models.JSONField(default=dict, blank=True)
+    # NULL, not "", when absent: the unique constraint must not treat "no key" as one shared key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    # W3C trace context of the request that created it: every event, message and webhook carries it on.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+
+    # What came of it.
+    output = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    model_used = models.CharField(max_length=200, blank=True, default="")
+
+    # Bookkeeping: the last timeline seq handed out, and the lease of the worker holding the current step.
+    last_seq = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    generating_at = models.DateTimeField(null=True, blank=True)
+    delivering_at = models.DateTimeField(null=True, blank=True)
+    awaiting_callback_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["project", "-created_at", "-id"], name="lifecycle_project_recent"),
+            models.Index(fields=["project", "status", "-created_at"], name="lifecycle_project_status"),
+            # The reconciler scans only lifecycles waiting for a generation, by lease.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="lifecycle_generation_lease",
+                condition=Q(status__in=["pending", "generating"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                name="lifecycle_unique_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+
+class TimelineEvent(models.Model):
+    """One step of a lifecycle. ``seq`` is strictly increasing per lifecycle, without gaps, so a client
+    can resume after the last one it saw and dedupe by it."""
+
+    lifecycle = models.ForeignKey(Lifecycle, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    event = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    duration_ms = models.FloatField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["lifecycle", "seq"]
+        constraints = [models.UniqueConstraint(fields=["lifecycle", "seq"], name="timeline_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.lifecycle_id}#{self.seq} {self.event}"
+
+
+class OutboxMessage(models.Model):
+    """A Kafka message written in the same transaction as the change it announces. The relay publishes
+    committed rows in id order and marks them published; nothing else writes to Kafka."""
+
+    topic = models.CharField(max_length=128)
+    key = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=64)
+    headers = models.JSONField(default=dict)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.event_type} {self.key}"

@@ -1,0 +1,45 @@
+"""``anthropic/*``: the Messages API."""
+
+from __future__ import annotations
+
+import httpx
+from django.conf import settings
+
+from lifecycle.providers.base import Generation, GenerationRequest, ProviderError, post_json
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+PASSTHROUGH_PARAMS = ("temperature", "top_p", "top_k", "stop_sequences")
+
+
+class AnthropicProvider:
+    async def generate(self, request: GenerationRequest, *, client: httpx.AsyncClient) -> Generation:
+        system = "\n".join(str(m.get("content", "")) for m in request.messages if m.get("role") == "system")
+        body = {
+            "model": request.model,
+            "messages": [m for m in request.messages if m.get("role") != "system"],
+            "max_tokens": int(request.params.get("max_tokens", DEFAULT_MAX_TOKENS)),
+        }
+        if system:
+            body["system"] = system
+        body.update({k: v for k, v in request.params.items() if k in PASSTHROUGH_PARAMS})
+        status, data = await post_json(
+            client,
+            f"{settings.ANTHROPIC_BASE_URL}/v1/messages",
+            headers={"x-api-key": settings.ANTHROPIC_API_KEY, "anthropic-version": API_VERSION},
+            body=body,
+            timeout=settings.PROVIDER_TIMEOUT_S,
+        )
+        try:
+            text = "".join(block.get("text", "") for block in data["content"] if block.get("type") == "text")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProviderError("provider answer has no content blocks", retryable=False) from exc
+        usage = data.get("usage") or {}
+        return Generation(
+            text=text,
+            usage={
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+            },
+            http_status=status,
+        )

@@ -1,0 +1,38 @@
+"""Reads that are more than one ``.get()``. Every one is scoped by project: another project's id is
+simply not found."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from lifecycle.models import Lifecycle, Project, TimelineEvent
+
+
+def lifecycle_get(*, project: Project, lifecycle_id) -> Lifecycle | None:
+    return Lifecycle.objects.filter(project=project, id=lifecycle_id).first()
+
+
+def lifecycle_list(
+    *,
+    project: Project,
+    status: str | None = None,
+    metadata: dict[str, str] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Lifecycle]:
+    qs = Lifecycle.objects.filter(project=project)
+    if status:
+        qs = qs.filter(status=status)
+    for key, value in (metadata or {}).items():
+        qs = qs.filter(**{f"metadata__{key}": value})
+    if created_after:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs
+
+
+def timeline(*, lifecycle: Lifecycle, after_seq: int = 0) -> QuerySet[TimelineEvent]:
+    return TimelineEvent.objects.filter(lifecycle=lifecycle, seq__gt=after_seq).order_by("seq")

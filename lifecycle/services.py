@@ -1,0 +1,391 @@
+"""Every write to a project, key or lifecycle goes through here.
+
+Transitions follow one rule (see :func:`transition`): lock the lifecycle row, check the move against the
+state machine in :mod:`lifecycle.states`, and in the same transaction write the new status, its timeline
+event and the outbox row that publishes it. A move the machine does not allow is a no-op that returns
+``None``: at-least-once delivery means every step may be asked for twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from lifecycle import outbox, tracing
+from lifecycle.models import ApiKey, Lifecycle, Project, TimelineEvent
+from lifecycle.states import EVENT_FOR_STATUS, ErrorCode, Status, can_transition
+
+API_KEY_PREFIX = "lk"
+# Timeline payloads are for people reading the timeline, not an archive: anything bigger is cut.
+MAX_EVENT_PAYLOAD_BYTES = 16 * 1024
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with another request body."""
+
+
+# --- projects and keys ---------------------------------------------------------------------------
+
+
+def _hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, project: Project, name: str = "default") -> tuple[ApiKey, str]:
+    """Create a key and return it with its plaintext, which is never stored and cannot be shown again."""
+    prefix = f"{API_KEY_PREFIX}_{secrets.token_hex(6)}"
+    raw_key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(project=project, name=name, prefix=prefix, key_hash=_hash_key(raw_key))
+    return key, raw_key
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    prefix, _, _ = raw_key.rpartition("_")
+    key = ApiKey.objects.select_related("project").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if key is None or not hmac.compare_digest(key.key_hash, _hash_key(raw_key)):
+        return None
+    return key
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@transaction.atomic
+def project_create(*, name: str) -> tuple[Project, str]:
+    project = Project.objects.create(name=name)
+    _, raw_key = api_key_create(project=project)
+    return project, raw_key
+
+
+# --- timeline and transitions --------------------------------------------------------------------
+
+
+def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
+    encoded = orjson.dumps(payload, default=str)
+    if len(encoded) <= MAX_EVENT_PAYLOAD_BYTES:
+        return payload
+    return {"truncated": True, "excerpt": encoded[:MAX_EVENT_PAYLOAD_BYTES].decode(errors="ignore")}
+
+
+def kafka_headers(lifecycle: Lifecycle, event_type: str) -> dict[str, str]:
+    """Headers every message about a lifecycle carries. The subscriber identity here is the one recorded at
+    creation by an authenticated project, so consumers may trust it for routing."""
+    return {
+        "event-type": event_type,
+        "project-id": str(lifecycle.project_id),
+        "subscriber-user-id": str(lifecycle.subscriber.get("user_id", "")),
+        "traceparent": lifecycle.traceparent,
+    }
+
+
+def _record(
+    lifecycle: Lifecycle, *, event: str, payload: dict[str, Any], duration_ms: float | None = None
+) -> TimelineEvent:
+    """Append a timeline event to a lifecycle whose row this transaction holds locked, and publish it."""
+    lifecycle.last_seq += 1
+    timeline_event = TimelineEvent.objects.create(
+        lifecycle=lifecycle,
+        seq=lifecycle.last_seq,
+        event=event,
+        at=timezone.now(),
+        duration_ms=duration_ms,
+        payload=_bounded(payload),
+    )
+    outbox.enqueue(
+        topic=outbox.TOPIC_EVENTS,
+        key=str(lifecycle.id),
+        event_type=event,
+        headers=kafka_headers(lifecycle, event),
+        payload=event_message(lifecycle, timeline_event),
+    )
+    return timeline_event
+
+
+def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[str, Any]:
+    """The body of a ``lifecycle.events`` message (schema in docs/events.md)."""
+    return {
+        "lifecycle_id": str(lifecycle.id),
+        "project_id": str(lifecycle.project_id),
+        "seq": timeline_event.seq,
+        "event": timeline_event.event,
+        "at": timeline_event.at.isoformat(),
+        "status": lifecycle.status,
+        "duration_ms": timeline_event.duration_ms,
+        "data": timeline_event.payload,
+        "metadata": lifecycle.metadata,
+    }
+
+
+def _request_generation(lifecycle: Lifecycle) -> None:
+    outbox.enqueue(
+        topic=outbox.TOPIC_REQUESTS,
+        key=str(lifecycle.id),
+        event_type="generation.requested",
+        headers=kafka_headers(lifecycle, "generation.requested"),
+        payload={"lifecycle_id": str(lifecycle.id), "project_id": str(lifecycle.project_id)},
+    )
+
+
+_STEP_TIMESTAMP = {
+    Status.GENERATING: "generating_at",
+    Status.DELIVERING: "delivering_at",
+    Status.AWAITING_CALLBACK: "awaiting_callback_at",
+    Status.COMPLETED: "finished_at",
+    Status.FAILED: "finished_at",
+    Status.CANCELLED: "finished_at",
+}
+
+
+def transition(
+    *,
+    lifecycle_id,
+    to: Status,
+    only_from: frozenset[Status] | None = None,
+    payload: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+) -> Lifecycle | None:
+    """Move a lifecycle to ``to`` if the state machine (and ``only_from``, when given) allows it.
+
+    1. Lock the row, so concurrent workers asking for moves are serialised.
+    2. Check the move; a move not allowed (a repeat, a late result after a cancel) returns ``None``.
+    3. Write the status, its step timestamp and ``fields``; append the timeline event; enqueue the outbox
+       message. All in one transaction: a state change is never visible without its event.
+    """
+    with transaction.atomic():
+        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+        if lifecycle is None or not can_transition(lifecycle.status, to):
+            return None
+        if only_from is not None and lifecycle.status not in only_from:
+            return None
+        previous, started = lifecycle.status, lifecycle.updated_at
+        lifecycle.status = to
+        setattr(lifecycle, _STEP_TIMESTAMP[to], timezone.now())
+        for name, value in (fields or {}).items():
+            setattr(lifecycle, name, value)
+        event_payload = {"from": previous, **(payload or {})}
+        duration_ms = (timezone.now() - started).total_seconds() * 1000
+        _record(lifecycle, event=EVENT_FOR_STATUS[to], payload=event_payload, duration_ms=duration_ms)
+        lifecycle.save()
+        return lifecycle
+
+
+def record_event(*, lifecycle_id, event: str, payload: dict[str, Any], duration_ms: float | None = None) -> None:
+    """Append a step that is not a status change (a provider attempt, a webhook attempt, ...)."""
+    with transaction.atomic():
+        lifecycle = Lifecycle.objects.select_for_update().get(id=lifecycle_id)
+        _record(lifecycle, event=event, payload=payload, duration_ms=duration_ms)
+        lifecycle.save(update_fields=["last_seq", "updated_at"])
+
+
+# --- creating ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LifecycleRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    response_format: dict[str, Any] | None
+    fallbacks: list[str]
+    delivery: dict[str, Any]
+    metadata: dict[str, Any]
+    subscriber: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def lifecycle_create(
+    *,
+    project: Project,
+    request: LifecycleRequest,
+    idempotency_key: str | None = None,
+    traceparent: str | None = None,
+    replay_of: Lifecycle | None = None,
+) -> tuple[Lifecycle, bool]:
+    """Record a lifecycle and ask for its generation. Returns ``(lifecycle, created)``.
+
+    With an ``idempotency_key`` already used by this project, returns the first lifecycle when the request
+    is the same, and raises :class:`IdempotencyConflict` when it is not.
+    """
+    fingerprint = request.fingerprint()
+    if idempotency_key:
+        existing = _idempotent_match(project, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            lifecycle = Lifecycle.objects.create(
+                project=project,
+                status=Status.PENDING,
+                idempotency_key=idempotency_key or None,
+                request_hash=fingerprint,
+                traceparent=tracing.new_span(traceparent),
+                replay_of=replay_of,
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.RECONCILE_AFTER_S),
+                **request.__dict__,
+            )
+            payload = {"model": request.model, "delivery": request.delivery.get("mode")}
+            if replay_of is not None:
+                payload["replay_of"] = str(replay_of.id)
+            _record(lifecycle, event=EVENT_FOR_STATUS[Status.PENDING], payload=payload)
+            lifecycle.save(update_fields=["last_seq"])
+            _request_generation(lifecycle)
+    except IntegrityError:
+        # Two requests with one key raced; the loser answers like a retry.
+        existing = _idempotent_match(project, idempotency_key, fingerprint) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return lifecycle, True
+
+
+def _idempotent_match(project: Project, key: str, fingerprint: str) -> Lifecycle | None:
+    existing = Lifecycle.objects.filter(project=project, idempotency_key=key).first()
+    if existing is not None and existing.request_hash != fingerprint:
+        raise IdempotencyConflict(key)
+    return existing
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+
+def generation_claim(*, lifecycle_id) -> Lifecycle | None:
+    """Claim a lifecycle for generation: ``pending`` → ``generating`` with a lease. A lifecycle already
+    generating under an expired lease (its worker died) is claimed again. Anything else: ``None``."""
+    lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
+    claimed = transition(lifecycle_id=lifecycle_id, to=Status.GENERATING, fields={"lease_expires_at": lease})
+    if claimed is not None:
+        return claimed
+    with transaction.atomic():
+        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+        if lifecycle is None or lifecycle.status != Status.GENERATING:
+            return None
+        if lifecycle.lease_expires_at and lifecycle.lease_expires_at > timezone.now():
+            return None  # another worker holds it
+        lifecycle.lease_expires_at = lease
+        lifecycle.attempts += 1
+        _record(lifecycle, event="generation.reclaimed", payload={"reason": "lease expired"})
+        lifecycle.save(update_fields=["lease_expires_at", "attempts", "last_seq", "updated_at"])
+        return lifecycle
+
+
+def generation_succeed(*, lifecycle_id, output: Any, usage: dict[str, Any] | None, model_used: str) -> Lifecycle | None:
+    """Store a generation's output and move on. A late result (the lifecycle was cancelled, or another
+    worker finished first) changes nothing."""
+    fields = {"output": output, "usage": usage, "model_used": model_used, "lease_expires_at": None}
+    # Webhook delivery modes take over from here once a project has endpoints; until then the result is
+    # the output itself (mode ``direct``).
+    fields["result"] = output
+    return transition(
+        lifecycle_id=lifecycle_id,
+        to=Status.COMPLETED,
+        only_from=frozenset({Status.GENERATING}),
+        payload={"model": model_used, "usage": usage},
+        fields=fields,
+    )
+
+
+def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, details: Any = None) -> Lifecycle | None:
+    error = {"code": code.value, "message": message, "step": step}
+    if details is not None:
+        error["details"] = details
+    return transition(
+        lifecycle_id=lifecycle_id,
+        to=Status.FAILED,
+        payload={"error": error},
+        fields={"error": error, "lease_expires_at": None},
+    )
+
+
+def lifecycle_cancel(*, lifecycle: Lifecycle) -> Lifecycle | None:
+    error = {"code": ErrorCode.CANCELLED.value, "message": "The lifecycle was cancelled.", "step": lifecycle.status}
+    return transition(
+        lifecycle_id=lifecycle.id,
+        to=Status.CANCELLED,
+        payload={"error": error},
+        fields={"error": error, "lease_expires_at": None},
+    )
+
+
+# --- reconciling ---------------------------------------------------------------------------------
+
+
+def lifecycles_redrive_stuck(*, limit: int = 500) -> int:
+    """Ask again for the generation of lifecycles whose request was lost: still ``pending`` past their lease
+    (the broker lost the message, or the relay was down), or ``generating`` past the lease of a worker that
+    died. Returns how many were re-driven."""
+    now = timezone.now()
+    # Once re-driven, a lifecycle gets a full period for the new request to be picked up before the next.
+    stuck = Q(status__in=[Status.PENDING, Status.GENERATING], lease_expires_at__lt=now) & (
+        Q(redriven_at__isnull=True) | Q(redriven_at__lt=now - timedelta(seconds=settings.RECONCILE_AFTER_S))
+    )
+    redriven = 0
+    for lifecycle_id in Lifecycle.objects.filter(stuck).values_list("id", flat=True)[:limit]:
+        with transaction.atomic():
+            lifecycle = Lifecycle.objects.select_for_update(skip_locked=True).filter(stuck, id=lifecycle_id).first()
+            if lifecycle is None:
+                continue  # it moved on, or another reconciler has it
+            lifecycle.redriven_at = now
+            _record(lifecycle, event="lifecycle.redriven", payload={"status": lifecycle.status})
+            lifecycle.save(update_fields=["redriven_at", "last_seq", "updated_at"])
+            _request_generation(lifecycle)
+            redriven += 1
+    return redriven
+
+
+def message_dead_letter(*, source_topic: str, key: str, value: bytes, headers: dict[str, str], reason: str) -> None:
+    """Park a message no handler can process on ``lifecycle.dlq`` (with the reason), and fail the lifecycle
+    it was about, if it names one, so nothing waits for it forever."""
+    with transaction.atomic():
+        outbox.enqueue(
+            topic=outbox.TOPIC_DLQ,
+            key=key,
+            event_type="dead_letter",
+            headers={**headers, "dlq-reason": reason[:500], "dlq-source-topic": source_topic},
+            payload={"source_topic": source_topic, "reason": reason, "value": value.decode(errors="replace")[:65536]},
+        )
+    try:
+        lifecycle_id = uuid.UUID(key)
+    except ValueError:
+        return
+    lifecycle_fail(
+        lifecycle_id=lifecycle_id,
+        code=ErrorCode.GENERATION_FAILED,
+        message="The request could not be processed.",
+        step="generation",
+        details={"reason": reason},
+    )
+
+
+def lifecycle_replay(*, lifecycle: Lifecycle, traceparent: str | None = None) -> Lifecycle:
+    """A new lifecycle from the same input, linked to the original."""
+    request = LifecycleRequest(
+        model=lifecycle.model,
+        messages=lifecycle.messages,
+        params=lifecycle.params,
+        response_format=lifecycle.response_format,
+        fallbacks=lifecycle.fallbacks,
+        delivery=lifecycle.delivery,
+        metadata=lifecycle.metadata,
+        subscriber=lifecycle.subscriber,
+    )
+    replay, _ = lifecycle_create(
+        project=lifecycle.project,
+        request=request,
+        traceparent=traceparent or lifecycle.traceparent,
+        replay_of=lifecycle,
+    )
+    return replay

@@ -1,0 +1,58 @@
+"""One exception handler turns every API error into ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+_CODES = {
+    status.HTTP_400_BAD_REQUEST: "invalid_request",
+    status.HTTP_401_UNAUTHORIZED: "unauthenticated",
+    status.HTTP_403_FORBIDDEN: "forbidden",
+    status.HTTP_404_NOT_FOUND: "not_found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
+    status.HTTP_409_CONFLICT: "conflict",
+    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: "payload_too_large",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    status.HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
+}
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def exception_handler(exc, context) -> Response | None:
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    if isinstance(detail, dict | list):
+        message, details = "The request is invalid.", detail
+    else:
+        message, details = str(detail), None
+    code = _CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+    response.data = error_body(code, message, details)
+    return response
+
+
+def json_error(status_code: int, code: str, message: str) -> JsonResponse:
+    """For plain Django views and middleware outside DRF."""
+    return JsonResponse(error_body(code, message), status=status_code)

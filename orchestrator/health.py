@@ -1,0 +1,61 @@
+"""Liveness and readiness. Readiness really talks to each backing service and says which one failed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from lifecycle import kafka
+
+CHECK_TIMEOUT_S = 2.0
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _redis() -> None:
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _kafka() -> None:
+    kafka.ping(timeout=CHECK_TIMEOUT_S)
+
+
+CHECKS: dict[str, Callable[[], None]] = {"database": _database, "redis": _redis, "kafka": _kafka}
+
+
+def _run(check: Callable[[], None]) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:  # the point is to report any failure, whatever it is
+        return {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+@require_GET
+def healthz(request) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request) -> JsonResponse:
+    results = {name: _run(check) for name, check in CHECKS.items()}
+    ready = all(r["ok"] for r in results.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "unavailable", "checks": results}, status=200 if ready else 503
+    )

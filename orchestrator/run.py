@@ -1,0 +1,114 @@
+"""``make dev``: the whole service on one machine.
+
+1. Start the embedded PostgreSQL, Redis and Kafka for each URL not set in the environment.
+2. Migrate, and create the demo project on first run (its key is kept in the state folder).
+3. Run every process of the Procfile, with their output multiplexed here.
+4. Print the API key and URLs once the web process is ready.
+5. On Ctrl-C or SIGTERM stop the processes, then the servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+from honcho.printer import Printer
+
+from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, running
+
+DEMO_PROJECT_FILE = "demo-project.json"
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _demo_project(env: dict[str, str], state_dir: Path) -> dict:
+    path = state_dir / DEMO_PROJECT_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    demo = json.loads(_manage(env, "createproject", "demo"))
+    path.write_text(json.dumps(demo))
+    path.chmod(0o600)
+    return demo
+
+
+def _announce_when_ready(port: int, demo: dict, base_url: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        print("!! the web process did not become ready in 120 s; see its output above", flush=True)
+        return
+    print(
+        "\n".join(
+            [
+                "",
+                "=" * 72,
+                " AI lifecycle orchestrator is up",
+                f"   API      {base_url}/v1/lifecycles",
+                f"   Docs     {base_url}/docs",
+                f"   Admin    {base_url}/admin/",
+                f"   Health   {base_url}/readyz",
+                f"   Project  {demo['project_id']}",
+                f"   API key  {demo['api_key']}",
+                "",
+                " Try it:",
+                f"   curl -s -X POST {base_url}/v1/lifecycles \\",
+                f"     -H 'Authorization: Bearer {demo['api_key']}' -H 'Content-Type: application/json' \\",
+                """     -d '{"model": "echo/demo", "prompt": "Hello, lifecycle"}'""",
+                "=" * 72,
+                "",
+            ]
+        ),
+        flush=True,
+    )
+
+
+def main() -> int:
+    state_dir = Path(os.environ.get("STATE_DIR", DEFAULT_STATE_DIR)).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("PORT", "8000"))
+    print(f"starting the embedded servers in {state_dir} ...", flush=True)
+    started = time.monotonic()
+    with running(EmbeddedStack.for_environment(state_dir=state_dir)) as stack:
+        env = {
+            **os.environ,
+            **stack.environ(),
+            "STATE_DIR": str(state_dir),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        print(f"servers up in {time.monotonic() - started:.1f}s: {', '.join(stack.environ().values())}", flush=True)
+        _manage(env, "migrate", "--noinput")
+        demo = _demo_project(env, state_dir)
+        base_url = os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}").rstrip("/")
+        threading.Thread(target=_announce_when_ready, args=(port, demo, base_url), daemon=True).start()
+
+        manager = Manager(Printer(sys.stdout))
+        procfile = parse_procfile((PROJECT_DIR / "Procfile").read_text())
+        for name, command in procfile.processes.items():
+            manager.add_process(name, command, env=env, cwd=str(PROJECT_DIR))
+        manager.loop()
+        print("processes stopped; stopping the embedded servers ...", flush=True)
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

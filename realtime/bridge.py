@@ -1,0 +1,76 @@
+"""The bridge: a consumer group on ``lifecycle.events`` forwarding each event to the channel-layer groups of
+the sockets that may see it. Routing uses the identity in the message headers, which only our own outbox
+writes, never anything a client sent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from channels.layers import get_channel_layer
+from confluent_kafka import Consumer, KafkaError, Message
+
+from lifecycle import kafka
+from lifecycle.outbox import TOPIC_EVENTS
+from orchestrator.process import GracefulExit
+from realtime.groups import lifecycle_group, subscriber_group
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "realtime-bridge"
+
+
+def routes(message: Message) -> tuple[dict, list[str]] | None:
+    """The event and the groups it goes to; ``None`` for a message that is not a lifecycle event."""
+    try:
+        event = orjson.loads(message.value() or b"")
+        lifecycle_id = str(event["lifecycle_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    headers = kafka.decode_headers(message.headers())
+    groups = [lifecycle_group(lifecycle_id)]
+    if headers.get("subscriber-user-id") and headers.get("project-id"):
+        groups.append(subscriber_group(headers["project-id"], headers["subscriber-user-id"]))
+    return event, groups
+
+
+class Bridge:
+    def __init__(self, *, stop: GracefulExit) -> None:
+        self.stop = stop
+        self.layer = get_channel_layer()
+        self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+        self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
+        self.forwarded = 0
+
+    async def _kafka(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
+
+    async def run(self) -> int:
+        await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
+        while not self.stop.requested:
+            messages = await self._kafka(self.consumer.consume, 500, 0.1)
+            for message in messages:
+                if message.error():
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("bridge: consume error: %s", message.error())
+                    continue
+                await self.forward(message)
+            if messages:
+                # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the
+                # database on reconnect), so commit after the batch is handed to the channel layer.
+                await self._kafka(lambda: self.consumer.commit(asynchronous=True))
+        await self._kafka(self.consumer.close)
+        self.kafka_thread.shutdown()
+        return self.forwarded
+
+    async def forward(self, message: Message) -> None:
+        routed = routes(message)
+        if routed is None:
+            log.warning("bridge: skipping undecodable event at %s/%s", message.partition(), message.offset())
+            return
+        event, groups = routed
+        for group in groups:
+            await self.layer.group_send(group, {"type": "lifecycle.event", "event": event})
+        self.forwarded += 1

@@ -1,0 +1,41 @@
+"""Realtime tokens: short-lived, signed, scoped to one lifecycle or to one subscriber of one project.
+
+They are Django signed values (HMAC with SECRET_KEY and a salt of their own), so the web process checks
+them without a database read, and a token minted for one scope opens nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+
+SALT = "realtime.token.v1"
+
+
+@dataclass(frozen=True)
+class RealtimeScope:
+    project_id: str
+    lifecycle_id: str | None = None  # one lifecycle...
+    user_id: str | None = None  # ...or every lifecycle of this subscriber
+
+    def allows(self, *, project_id: str, lifecycle_id: str, user_id: str | None) -> bool:
+        if project_id != self.project_id:
+            return False
+        if self.lifecycle_id is not None:
+            return lifecycle_id == self.lifecycle_id
+        return self.user_id is not None and user_id == self.user_id
+
+
+def mint(scope: RealtimeScope) -> str:
+    return signing.dumps({"p": scope.project_id, "l": scope.lifecycle_id, "u": scope.user_id}, salt=SALT)
+
+
+def verify(token: str) -> RealtimeScope | None:
+    """The scope of a valid, unexpired token; ``None`` for anything else."""
+    try:
+        data = signing.loads(token, salt=SALT, max_age=settings.REALTIME_TOKEN_TTL_S)
+        return RealtimeScope(project_id=data["p"], lifecycle_id=data["l"], user_id=data["u"])
+    except (signing.BadSignature, KeyError, TypeError):
+        return None

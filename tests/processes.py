@@ -1,0 +1,115 @@
+"""Real service processes for tests, started from the Procfile's own command lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from honcho.environ import parse_procfile
+
+from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
+
+PROCFILE = parse_procfile((PROJECT_DIR / "Procfile").read_text()).processes
+
+
+@dataclass
+class ServiceProcesses:
+    """A set of Procfile processes sharing one environment. ``start(name)`` may be called again after
+    ``kill(name)``, which is how tests kill -9 and restart a worker."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, *, log_dir: Path, **overrides: str) -> ServiceProcesses:
+        port = overrides.pop("PORT", None) or str(free_port())
+        env = {
+            **os.environ,
+            "PORT": port,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "STATE_DIR": str(log_dir),
+            **overrides,
+        }
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return cls(env=env, log_dir=log_dir)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PORT']}"
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+            # The Procfile's own command line, run by a shell as honcho runs it.
+            self.procs[name] = subprocess.Popen(  # noqa: S602
+                PROCFILE[name],
+                shell=True,
+                cwd=PROJECT_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if name == "web":
+                self.wait_web_ready()
+
+    def wait_web_ready(self, timeout: float = 60) -> None:
+        def up() -> bool:
+            if self.procs["web"].poll() is not None:
+                raise RuntimeError(f"web exited; log:\n{self.log('web')}")
+            try:
+                return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=timeout, what="web")
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
+    def kill(self, name: str) -> None:
+        """kill -9 the process and everything it started, and wait for it."""
+        self.signal(name, signal.SIGKILL)
+        self.procs[name].wait(timeout=10)
+
+    def stop(self, name: str, timeout: float = 20) -> int:
+        self.signal(name, signal.SIGTERM)
+        try:
+            return self.procs[name].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(name)
+            return -9
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+
+def poll_until(fetch, predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Call ``fetch`` until ``predicate(value)`` holds; return the value. Fails with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if predicate(value):
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout}s; last value: {value!r}")
