@@ -51,7 +51,9 @@ def api_key_create(*, project: Project, name: str = "default") -> tuple[ApiKey, 
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
-    prefix, _, _ = raw_key.rpartition("_")
+    # "lk_<12 hex>_<secret>": the secret may itself contain underscores.
+    kind, _, rest = raw_key.partition("_")
+    prefix = f"{kind}_{rest.partition('_')[0]}"
     key = ApiKey.objects.select_related("project").filter(prefix=prefix, revoked_at__isnull=True).first()
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(raw_key)):
         return None

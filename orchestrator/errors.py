@@ -56,3 +56,11 @@ def exception_handler(exc, context) -> Response | None:
 def json_error(status_code: int, code: str, message: str) -> JsonResponse:
     """For plain Django views and middleware outside DRF."""
     return JsonResponse(error_body(code, message), status=status_code)
+
+
+def not_found(request, exception=None) -> JsonResponse:
+    return json_error(404, "not_found", "No such resource.")
+
+
+def server_error(request) -> JsonResponse:
+    return json_error(500, "internal_error", "Something went wrong on our side; it has been logged.")

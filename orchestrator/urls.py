@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from orchestrator import health
+from orchestrator import errors, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -15,4 +15,9 @@ urlpatterns = [
         name="docs",
     ),
     path("admin/", admin.site.urls),
+    # Unknown API paths answer JSON even with DEBUG on (whose 404 page is HTML).
+    re_path(r"^v1/", errors.not_found),
 ]
+
+handler404 = "orchestrator.errors.not_found"
+handler500 = "orchestrator.errors.server_error"
