@@ -65,6 +65,8 @@ def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
 async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
     """Try the model and then each fallback; store the first valid output, or fail the lifecycle."""
     last_error = "no model was tried"
+    # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
+    all_refused = True
     for model in [lifecycle.model, *lifecycle.fallbacks]:
         provider_name, model_name = split_model(model)
         request = GenerationRequest(
@@ -81,6 +83,7 @@ async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
                 latency_ms = (time.perf_counter() - started) * 1000
                 await _record_attempt(lifecycle, model, attempt, latency_ms, error=exc)
                 last_error = f"{model}: {exc}"
+                all_refused = all_refused and not exc.retryable and exc.http_status is not None
                 if not exc.retryable or attempt == settings.PROVIDER_MAX_RETRIES:
                     break
                 await asyncio.sleep(backoff_s(attempt, exc.retry_after))
@@ -106,8 +109,8 @@ async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
             return
     await _db(services.lifecycle_fail)(
         lifecycle_id=lifecycle.id,
-        code=ErrorCode.GENERATION_FAILED,
-        message="The model could not produce an answer.",
+        code=ErrorCode.INVALID_REQUEST if all_refused else ErrorCode.GENERATION_FAILED,
+        message="The model refused the request." if all_refused else "The model could not produce an answer.",
         step="generation",
         details={"last_error": last_error},
     )

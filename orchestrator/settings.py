@@ -93,7 +93,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "reconcile-stuck-lifecycles": {"task": "lifecycle.tasks.reconcile_stuck", "schedule": 10.0},
+    "reconcile-stuck-lifecycles": {
+        "task": "lifecycle.tasks.reconcile_stuck",
+        "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
+    },
 }
 
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1").rstrip("/")

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 from django.conf import settings
 
 from lifecycle.services import project_create
+from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
 from tests.processes import ServiceProcesses
+
+# Short enough that fault tests finish quickly, long enough not to fire during a normal generation.
+PROVIDER_TIMEOUT_S = 2
+GENERATION_LEASE_S = 6
 
 
 def test_database_url() -> str:
@@ -14,30 +22,62 @@ def test_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(django_db_setup, tmp_path_factory):
-    """The service's own processes (web, relay, generator) running against the test database and the
-    embedded Kafka and Redis. Tests talk to them over HTTP, like a customer backend would."""
+def fake_openai():
+    """A fake OpenAI-compatible provider in its own process (tests/fakes/openai_server.py)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(port)], cwd=PROJECT_DIR)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base_url}/calls", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=20, what="fake OpenAI server")
+    yield base_url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, tmp_path_factory, fake_openai):
+    """The service's own processes, from the Procfile, against the test database and the embedded Kafka
+    and Redis. Tests talk to them over HTTP, like a customer backend would."""
     processes = ServiceProcesses.create(
         log_dir=tmp_path_factory.mktemp("stack"),
         DATABASE_URL=test_database_url(),
-        RECONCILE_AFTER_S="3",
-        GENERATION_LEASE_S="5",
+        OPENAI_BASE_URL=f"{fake_openai}/v1",
+        OPENAI_API_KEY="sk-test",
+        PROVIDER_TIMEOUT_S=str(PROVIDER_TIMEOUT_S),
+        PROVIDER_MAX_RETRIES="2",
+        GENERATION_LEASE_S=str(GENERATION_LEASE_S),
+        RECONCILE_AFTER_S="2",
+        RECONCILE_INTERVAL_S="1",
+        CELERY_CONCURRENCY="2",
     )
-    processes.start("web", "relay", "generator")
+    processes.start("web", "relay", "generator", "worker", "beat")
     yield processes
     processes.stop_all()
+
+
+def make_project(name: str = "test project") -> tuple:
+    return project_create(name=name)
 
 
 @pytest.fixture
 def project_key(transactional_db) -> tuple:
     """A committed project and its API key, visible to the stack's processes."""
-    project, api_key = project_create(name="test project")
-    return project, api_key
+    return make_project()
+
+
+def api_client(stack: ServiceProcesses, api_key: str) -> httpx.Client:
+    return httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=15)
 
 
 @pytest.fixture
 def api(stack, project_key):
     project, api_key = project_key
-    with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10) as client:
+    with api_client(stack, api_key) as client:
         client.project = project
         yield client

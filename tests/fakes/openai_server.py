@@ -1,0 +1,80 @@
+"""A fake OpenAI-compatible Chat Completions server, run as its own process on loopback.
+
+Each request's last user message is JSON naming a scenario and, per model, the answers to give in turn:
+``{"scenario": "s1", "steps": {"m1": ["429:1", "ok"]}, "reply": "hi"}``. Steps: ``ok`` (answer ``reply``),
+``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``garbage`` (not
+JSON). The last step repeats. ``GET /calls`` reports how many calls each scenario/model had.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+calls: Counter[str] = Counter()
+lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        with lock:
+            self._send(200, json.dumps(dict(calls)).encode())
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        model = request["model"]
+        user = next(m for m in reversed(request["messages"]) if m["role"] == "user")
+        script = json.loads(user["content"])
+        key = f"{script['scenario']}/{model}"
+        with lock:
+            n = calls[key]
+            calls[key] += 1
+        steps = script["steps"].get(model, ["ok"])
+        step = steps[min(n, len(steps) - 1)]
+        kind, _, arg = step.partition(":")
+        if kind == "hang":
+            time.sleep(float(arg))
+            kind = "ok"
+        if kind == "ok":
+            body = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": script.get("reply", "hi")}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            }
+            self._send(200, json.dumps(body).encode())
+        elif kind == "429":
+            self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": arg or "1"})
+        elif kind == "garbage":
+            self._send(200, b"<html>not json")
+        else:
+            self._send(int(kind), b'{"error": {"message": "scripted failure"}}')
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
