@@ -11,10 +11,6 @@ from lifecycle.services import project_create
 from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
 from tests.processes import ServiceProcesses
 
-# Short enough that fault tests finish quickly, long enough not to fire during a normal generation.
-PROVIDER_TIMEOUT_S = 2
-GENERATION_LEASE_S = 6
-
 
 def test_database_url() -> str:
     db = settings.DATABASES["default"]
@@ -49,11 +45,6 @@ def stack(django_db_setup, tmp_path_factory, fake_openai):
         DATABASE_URL=test_database_url(),
         OPENAI_BASE_URL=f"{fake_openai}/v1",
         OPENAI_API_KEY="sk-test",
-        PROVIDER_TIMEOUT_S=str(PROVIDER_TIMEOUT_S),
-        PROVIDER_MAX_RETRIES="2",
-        GENERATION_LEASE_S=str(GENERATION_LEASE_S),
-        RECONCILE_AFTER_S="2",
-        RECONCILE_INTERVAL_S="1",
         CELERY_CONCURRENCY="2",
     )
     processes.start("web", "relay", "generator", "worker", "beat")

@@ -13,6 +13,15 @@ from orchestrator.embedded import DEFAULT_STATE_DIR, EmbeddedStack, unconfigured
 STATE_DIR = DEFAULT_STATE_DIR / "test"
 _stack: EmbeddedStack | None = None
 
+TEST_SETTINGS = {
+    "DEBUG": "true",
+    "PROVIDER_TIMEOUT_S": "2",
+    "PROVIDER_MAX_RETRIES": "2",
+    "GENERATION_LEASE_S": "6",
+    "RECONCILE_AFTER_S": "2",
+    "RECONCILE_INTERVAL_S": "1",
+}
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args) -> None:
@@ -20,8 +29,10 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     _stack = EmbeddedStack.on_free_ports(STATE_DIR, ephemeral=True, **unconfigured())
     _stack.start()
     os.environ.update(_stack.environ())
-    # Local-only defaults the tests rely on: loopback backends are allowed through the SSRF guard.
-    os.environ.setdefault("DEBUG", "true")
+    # The test process and the service processes it starts share these: short leases and timeouts so
+    # fault tests finish quickly, loopback backends allowed through the SSRF guard.
+    for name, value in TEST_SETTINGS.items():
+        os.environ.setdefault(name, value)
 
 
 def pytest_unconfigure(config) -> None:
