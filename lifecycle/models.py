@@ -11,6 +11,8 @@ from lifecycle.states import Status
 class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
+    # API requests per second; empty means the deployment's RATE_LIMIT_PER_S.
+    rate_limit_per_s = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -118,6 +118,9 @@ PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
 # A lifecycle still pending this long after its last outbox publication is re-published.
 RECONCILE_AFTER_S = env.int("RECONCILE_AFTER_S", default=30)
 
+# Per-project API rate limit (requests per second), counted in Redis so it holds across web processes.
+RATE_LIMIT_PER_S = env.int("RATE_LIMIT_PER_S", default=2000)
+
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
@@ -128,6 +131,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["lifecycle.throttling.ProjectRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -159,3 +159,18 @@ def test_the_openapi_schema_and_docs_are_served(stack):
     assert schema.status_code == 200
     assert "/v1/lifecycles" in schema.json()["paths"]
     assert httpx.get(f"{stack.base_url}/docs").status_code == 200
+
+
+def test_over_the_project_rate_limit_requests_get_429_with_retry_after(api):
+    api.project.rate_limit_per_s = 3
+    api.project.save()
+
+    statuses = [api.get("/v1/lifecycles").status_code for _ in range(8)]
+
+    assert statuses.count(429) >= 1, statuses
+    limited = api.get("/v1/lifecycles")
+    if limited.status_code == 200:  # the window rolled over; exhaust the new one
+        for _ in range(4):
+            limited = api.get("/v1/lifecycles")
+    assert error_of(limited, 429)["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
