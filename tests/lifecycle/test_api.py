@@ -76,7 +76,9 @@ def test_a_non_json_content_type_is_a_415(api):
 
 def test_requests_without_a_valid_key_are_401(stack, project_key):
     for headers in ({}, {"Authorization": "Bearer lk_000000000000_nope"}, {"Authorization": "Basic abc"}):
-        response = httpx.post(f"{stack.base_url}/v1/lifecycles", json={"model": "echo/x", "prompt": "x"}, headers=headers)
+        response = httpx.post(
+            f"{stack.base_url}/v1/lifecycles", json={"model": "echo/x", "prompt": "x"}, headers=headers
+        )
         assert error_of(response, 401)["code"] == "unauthenticated"
 
 
