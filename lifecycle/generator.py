@@ -18,12 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
+import psycopg
 from asgiref.sync import sync_to_async
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from django.db import InterfaceError, OperationalError
 
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
+from orchestrator import db
 from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Generator:
         self.stop = stop
         self.tracker = OffsetTracker()
         self.tasks: set[asyncio.Task] = set()
+        self.running: dict[str, asyncio.Task] = {}  # lifecycle id → its generation, to abandon on cancel
         self.paused = False
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
@@ -119,6 +122,7 @@ class Generator:
         loop = asyncio.get_running_loop()
         last_commit = loop.time()
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        cancel_listener = asyncio.create_task(self._listen_for_cancellations())
         async with httpx.AsyncClient(limits=limits) as client:
             while not self.stop.requested:
                 full = len(self.tasks) >= self.concurrency
@@ -138,6 +142,7 @@ class Generator:
             if self.tasks:
                 log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
                 await asyncio.wait(self.tasks, timeout=30)
+        cancel_listener.cancel()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
@@ -156,6 +161,21 @@ class Generator:
 
         task.add_done_callback(done)
 
+    async def _listen_for_cancellations(self) -> None:
+        """Abandon a generation the moment its lifecycle is cancelled (NOTIFY from the cancel service)."""
+        while True:
+            try:
+                params = await sync_to_async(db.connection_params)()
+                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {services.CANCEL_CHANNEL}")
+                    async for notify in conn.notifies():
+                        task = self.running.get(notify.payload)
+                        if task is not None:
+                            task.cancel()
+            except Exception:
+                log.exception("generator: cancellation listener failed; reconnecting")
+                await asyncio.sleep(1)
+
     async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
         try:
             lifecycle_id = parse_request(message)
@@ -164,7 +184,17 @@ class Generator:
             )
             if lifecycle is None:
                 return  # already claimed, finished or cancelled: a redelivery
-            await generation.generate(lifecycle, client=client)
+            self.running[str(lifecycle_id)] = asyncio.current_task()
+            try:
+                await generation.generate(lifecycle, client=client)
+            except asyncio.CancelledError:
+                if self.stop.requested:
+                    raise
+                await sync_to_async(services.record_event, thread_sensitive=False)(
+                    lifecycle_id=lifecycle_id, event="generation.abandoned", payload={"reason": "cancelled"}
+                )
+            finally:
+                self.running.pop(str(lifecycle_id), None)
         except (OperationalError, InterfaceError) as exc:
             # The database is unreachable: nothing was recorded, so the reconciler re-drives this one later.
             log.error("generator: database unavailable for %s: %s", message.key(), exc)

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 from confluent_kafka import KafkaError, Producer
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from lifecycle import kafka
 from lifecycle.models import OutboxMessage
 from lifecycle.outbox import NOTIFY_CHANNEL
+from orchestrator import db
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def prune_published(*, older_than_s: int = 3600) -> int:
 def control_connection() -> psycopg.Connection:
     """The relay's own autocommit connection: it holds the leader lock for the life of the process (the
     lock goes with it if the process dies) and LISTENs for outbox commits."""
-    conn = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    conn = psycopg.connect(**db.connection_params(), autocommit=True)
     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
     return conn
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -186,7 +186,9 @@ def transition(
 def record_event(*, lifecycle_id, event: str, payload: dict[str, Any], duration_ms: float | None = None) -> None:
     """Append a step that is not a status change (a provider attempt, a webhook attempt, ...)."""
     with transaction.atomic():
-        lifecycle = Lifecycle.objects.select_for_update().get(id=lifecycle_id)
+        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+        if lifecycle is None:
+            return  # deleted meanwhile (retention, a test's cleanup): nothing to record on
         _record(lifecycle, event=event, payload=payload, duration_ms=duration_ms)
         lifecycle.save(update_fields=["last_seq", "updated_at"])
 
@@ -312,14 +314,24 @@ def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, de
     )
 
 
+CANCEL_CHANNEL = "lifecycle_cancelled"
+
+
 def lifecycle_cancel(*, lifecycle: Lifecycle) -> Lifecycle | None:
+    """Cancel a live lifecycle. Generators listening on ``CANCEL_CHANNEL`` abandon its generation at once;
+    a result that arrives anyway is ignored by the state machine."""
     error = {"code": ErrorCode.CANCELLED.value, "message": "The lifecycle was cancelled.", "step": lifecycle.status}
-    return transition(
-        lifecycle_id=lifecycle.id,
-        to=Status.CANCELLED,
-        payload={"error": error},
-        fields={"error": error, "lease_expires_at": None},
-    )
+    with transaction.atomic():
+        cancelled = transition(
+            lifecycle_id=lifecycle.id,
+            to=Status.CANCELLED,
+            payload={"error": error},
+            fields={"error": error, "lease_expires_at": None},
+        )
+        if cancelled is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, %s)", [CANCEL_CHANNEL, str(lifecycle.id)])
+    return cancelled
 
 
 # --- reconciling ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def test_database_url() -> str:
 
 @pytest.fixture(scope="session")
 def fake_openai():
-    """A fake OpenAI-compatible provider in its own process (tests/fakes/openai_server.py)."""
+    """A fake OpenAI- and Anthropic-compatible provider in its own process (tests/fakes/openai_server.py)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(port)], cwd=PROJECT_DIR)
     base_url = f"http://127.0.0.1:{port}"
@@ -45,6 +45,8 @@ def stack(django_db_setup, tmp_path_factory, fake_openai):
         DATABASE_URL=test_database_url(),
         OPENAI_BASE_URL=f"{fake_openai}/v1",
         OPENAI_API_KEY="sk-test",
+        ANTHROPIC_BASE_URL=fake_openai,
+        ANTHROPIC_API_KEY="sk-ant-test",
         CELERY_CONCURRENCY="2",
     )
     processes.start("web", "relay", "generator", "worker", "beat")

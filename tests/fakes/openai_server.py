@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible Chat Completions server, run as its own process on loopback.
+"""A fake provider server (OpenAI Chat Completions at ``/v1/chat/completions``, Anthropic Messages at
+``/v1/messages``), run as its own process on loopback.
 
 Each request's last user message is JSON naming a scenario and, per model, the answers to give in turn:
 ``{"scenario": "s1", "steps": {"m1": ["429:1", "ok"]}, "reply": "hi"}``. Steps: ``ok`` (answer ``reply``),
@@ -53,7 +54,20 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "hang":
             time.sleep(float(arg))
             kind = "ok"
-        if kind == "ok":
+        if kind == "ok" and self.path.endswith("/messages"):
+            assert self.headers.get("x-api-key") and self.headers.get("anthropic-version")
+            body = {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": script.get("reply", "hi")}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 11, "output_tokens": 5},
+                "system_seen": request.get("system", ""),
+            }
+            self._send(200, json.dumps(body).encode())
+        elif kind == "ok":
             body = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from tests.lifecycle.helpers import create, get, scripted, timeline, wait_status
+from tests.processes import poll_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -124,7 +125,7 @@ def test_structured_output_that_breaks_the_schema_fails_with_output_invalid(api)
 
 
 def test_cancelling_during_generation_abandons_it_and_ignores_the_late_result(api):
-    lifecycle = create(api, {"model": "echo/slow", "prompt": "never mind", "params": {"latency_ms": 1500}})
+    lifecycle = create(api, {"model": "echo/slow", "prompt": "never mind", "params": {"latency_ms": 2500}})
     wait_status(api, lifecycle["id"], {"generating"})
 
     response = api.post(f"/v1/lifecycles/{lifecycle['id']}/cancel")
@@ -132,8 +133,15 @@ def test_cancelling_during_generation_abandons_it_and_ignores_the_late_result(ap
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
     assert response.json()["error"]["code"] == "cancelled"
-    # Give the abandoned generation time to finish; its result must not land.
-    time.sleep(2.5)
+    # The generator abandons the generation at once, well before the model would have answered.
+    abandoned = poll_until(
+        lambda: [e["event"] for e in timeline(api, lifecycle["id"])],
+        lambda names: "generation.abandoned" in names,
+        timeout=2,
+        what="generation.abandoned",
+    )
+    assert "generation.attempt" not in abandoned
+    time.sleep(3)  # past the model's latency: nothing more lands
     final = get(api, lifecycle["id"])
     assert final["status"] == "cancelled"
     assert final["output"] is None
@@ -148,3 +156,21 @@ def test_cancelling_a_finished_lifecycle_is_a_conflict(api):
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
+
+
+def test_anthropic_models_speak_the_messages_api_with_retries(api):
+    prompt = scripted(scenario(), {"claude-fake": ["529", "ok"]}, reply="bonjour")
+
+    lifecycle = create(
+        api,
+        {
+            "model": "anthropic/claude-fake",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
+        },
+    )
+    final = wait_status(api, lifecycle["id"])
+
+    assert final["status"] == "completed", final
+    assert final["output"] == "bonjour"
+    assert final["usage"] == {"input_tokens": 11, "output_tokens": 5}
+    assert [a["http_status"] for a in attempts(api, lifecycle["id"])] == [529, 200]
