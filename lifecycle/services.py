@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from lifecycle import outbox, tracing
+from lifecycle import delivery, outbox, tracing
 from lifecycle.models import ApiKey, Lifecycle, Project, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, ErrorCode, Status, can_transition
 
@@ -290,16 +290,79 @@ def generation_succeed(*, lifecycle_id, output: Any, usage: dict[str, Any] | Non
     """Store a generation's output and move on. A late result (the lifecycle was cancelled, or another
     worker finished first) changes nothing."""
     fields = {"output": output, "usage": usage, "model_used": model_used, "lease_expires_at": None}
-    # Webhook delivery modes take over from here once a project has endpoints; until then the result is
-    # the output itself (mode ``direct``).
-    fields["result"] = output
+    payload = {"model": model_used, "usage": usage}
+    with transaction.atomic():
+        mode = Lifecycle.objects.filter(id=lifecycle_id).values_list("delivery__mode", flat=True).first()
+        if mode in (None, delivery.DIRECT):
+            # No backend step: the output is the result.
+            return transition(
+                lifecycle_id=lifecycle_id,
+                to=Status.COMPLETED,
+                only_from=frozenset({Status.GENERATING}),
+                payload=payload,
+                fields={**fields, "result": output},
+            )
+        moved = transition(
+            lifecycle_id=lifecycle_id,
+            to=Status.DELIVERING,
+            only_from=frozenset({Status.GENERATING}),
+            payload=payload,
+            fields=fields,
+        )
+        if moved is not None:
+            delivery.start(lifecycle=moved)
+        return moved
+
+
+def delivery_succeeded(*, lifecycle_id, callback_deadline=None) -> Lifecycle | None:
+    """The webhook reached the backend: wait for its callback, or (mode ``webhook``) complete."""
+    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).first()
+    if lifecycle is None:
+        return None
+    if lifecycle.delivery.get("mode") == delivery.WEBHOOK:
+        return transition(
+            lifecycle_id=lifecycle_id,
+            to=Status.COMPLETED,
+            only_from=frozenset({Status.DELIVERING}),
+            fields={"result": lifecycle.output},
+        )
+    return transition(
+        lifecycle_id=lifecycle_id,
+        to=Status.AWAITING_CALLBACK,
+        only_from=frozenset({Status.DELIVERING}),
+        payload={"deadline": callback_deadline.isoformat() if callback_deadline else None},
+        fields={"lease_expires_at": callback_deadline},
+    )
+
+
+def callback_complete(*, lifecycle_id, data: Any) -> Lifecycle | None:
+    """The backend called back with its (validated, enriched) data: that is the final result."""
     return transition(
         lifecycle_id=lifecycle_id,
         to=Status.COMPLETED,
-        only_from=frozenset({Status.GENERATING}),
-        payload={"model": model_used, "usage": usage},
-        fields=fields,
+        only_from=frozenset({Status.DELIVERING, Status.AWAITING_CALLBACK}),
+        payload={"source": "callback"},
+        fields={"result": data, "lease_expires_at": None},
     )
+
+
+def lifecycles_expire_callbacks(*, limit: int = 500) -> int:
+    """Fail lifecycles whose backend never called back before the deadline."""
+    expired = list(
+        Lifecycle.objects.filter(status=Status.AWAITING_CALLBACK, lease_expires_at__lt=timezone.now()).values_list(
+            "id", flat=True
+        )[:limit]
+    )
+    failed = 0
+    for lifecycle_id in expired:
+        if lifecycle_fail(
+            lifecycle_id=lifecycle_id,
+            code=ErrorCode.CALLBACK_TIMEOUT,
+            message="The backend did not call back in time.",
+            step="callback",
+        ):
+            failed += 1
+    return failed
 
 
 def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, details: Any = None) -> Lifecycle | None:

@@ -97,6 +97,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "lifecycle.tasks.reconcile_stuck",
         "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
     },
+    "queue-due-deliveries": {
+        "task": "webhooks.tasks.queue_due_deliveries",
+        "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_S", default=1.0),
+    },
+    "expire-callbacks": {
+        "task": "webhooks.tasks.expire_callbacks",
+        "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
+    },
 }
 
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1").rstrip("/")
@@ -106,6 +114,12 @@ ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
 
 WEBHOOK_RETRY_SCHEDULE = env.list("WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000])
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
+# An endpoint failing without a single success for this long is disabled (the reason is kept).
+WEBHOOK_DISABLE_AFTER_S = env.int("WEBHOOK_DISABLE_AFTER_S", default=5 * 24 * 3600)
+# How long both the old and the new secret sign after a rotation.
+WEBHOOK_SECRET_GRACE_S = env.int("WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
+# A due delivery whose queued attempt task has not run after this long is queued again.
+WEBHOOK_REQUEUE_AFTER_S = env.int("WEBHOOK_REQUEUE_AFTER_S", default=30)
 # The embedded default runs everything on one machine, so it lets loopback through the SSRF guard.
 WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"] if DEBUG else [])
 

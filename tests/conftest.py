@@ -9,7 +9,7 @@ from django.conf import settings
 
 from lifecycle.services import project_create
 from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
-from tests.processes import ServiceProcesses
+from tests.processes import ServiceProcesses, poll_until
 
 
 def test_database_url() -> str:
@@ -17,27 +17,38 @@ def test_database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def fake_openai():
-    """A fake OpenAI- and Anthropic-compatible provider in its own process (tests/fakes/openai_server.py)."""
+def _serve(module: str, probe: str):
+    """Run ``python -m module PORT`` until the session ends; yield its base URL once ``probe`` answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(port)], cwd=PROJECT_DIR)
+    proc = subprocess.Popen([sys.executable, "-m", module, str(port)], cwd=PROJECT_DIR)
     base_url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         try:
-            return httpx.get(f"{base_url}/calls", timeout=1).status_code == 200
+            return httpx.get(f"{base_url}{probe}", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(up, timeout=20, what="fake OpenAI server")
+    wait_until(up, timeout=20, what=module)
     yield base_url
     proc.terminate()
     proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
-def stack(django_db_setup, tmp_path_factory, fake_openai):
+def fake_openai():
+    """A fake OpenAI- and Anthropic-compatible provider in its own process (tests/fakes/openai_server.py)."""
+    yield from _serve("tests.fakes.openai_server", "/calls")
+
+
+@pytest.fixture(scope="session")
+def customer_backend():
+    """A customer backend in its own process (tests/fakes/customer_backend.py)."""
+    yield from _serve("tests.fakes.customer_backend", "/received/none")
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
     """The service's own processes, from the Procfile, against the test database and the embedded Kafka
     and Redis. Tests talk to them over HTTP, like a customer backend would."""
     processes = ServiceProcesses.create(
@@ -50,8 +61,27 @@ def stack(django_db_setup, tmp_path_factory, fake_openai):
         CELERY_CONCURRENCY="2",
     )
     processes.start("web", "relay", "generator", "worker", "beat")
+    with django_db_blocker.unblock():
+        _warm_up(processes)
     yield processes
     processes.stop_all()
+
+
+def _warm_up(processes: ServiceProcesses) -> None:
+    """Wait until one lifecycle makes it through: the consumer groups have joined and every process is up."""
+    project, api_key = make_project("warm-up")
+    try:
+        with api_client(processes, api_key) as client:
+            created = client.post("/v1/lifecycles", json={"model": "echo/warm-up", "prompt": "ready?"})
+            assert created.status_code == 202, created.text
+            poll_until(
+                lambda: client.get(f"/v1/lifecycles/{created.json()['id']}").json()["status"],
+                lambda status: status == "completed",
+                timeout=90,
+                what="warm-up lifecycle completed",
+            )
+    finally:
+        project.delete()
 
 
 def make_project(name: str = "test project") -> tuple:

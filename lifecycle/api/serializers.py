@@ -5,6 +5,7 @@ import orjson
 from django.conf import settings
 from rest_framework import serializers
 
+from lifecycle import delivery as delivery_routing
 from lifecycle.models import Lifecycle, TimelineEvent
 from lifecycle.providers import split_model
 from lifecycle.services import LifecycleRequest
@@ -12,7 +13,6 @@ from lifecycle.services import LifecycleRequest
 MAX_METADATA_BYTES = 16 * 1024
 MAX_FALLBACKS = 5
 ROLES = ("system", "user", "assistant", "tool", "developer")
-DELIVERY_MODES = ("webhook_callback", "webhook", "direct")
 
 
 def _json_size(value) -> int:
@@ -60,7 +60,7 @@ class ResponseFormatSerializer(serializers.Serializer):
 
 
 class DeliverySerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=DELIVERY_MODES, required=False)
+    mode = serializers.ChoiceField(choices=delivery_routing.MODES, required=False)
     endpoint_id = serializers.UUIDField(required=False)
     callback_timeout_s = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False)
 
@@ -96,25 +96,24 @@ class LifecycleCreateSerializer(serializers.Serializer):
         has_messages, has_prompt = "messages" in attrs, "prompt" in attrs
         if has_messages == has_prompt:
             raise serializers.ValidationError("Give exactly one of messages or prompt.")
-        mode = attrs["delivery"].get("mode", "direct")
-        if mode != "direct":
-            # Webhook delivery needs an endpoint; none can be registered yet in this version.
-            raise serializers.ValidationError({"delivery": f"Mode {mode!r} needs a webhook endpoint; use 'direct'."})
-        attrs["delivery"] = {**attrs["delivery"], "mode": mode}
+        requested = {k: str(v) if k == "endpoint_id" else v for k, v in attrs["delivery"].items()}
+        try:
+            attrs["delivery"] = delivery_routing.resolve(project=self.context["project"], requested=requested)
+        except delivery_routing.DeliveryConfigError as exc:
+            raise serializers.ValidationError({"delivery": str(exc)}) from exc
         return attrs
 
     def to_request(self) -> LifecycleRequest:
         data = self.validated_data
         messages = data.get("messages") or [{"role": "user", "content": data["prompt"]}]
         subscriber = dict(data["subscriber"])
-        delivery = {k: str(v) if k == "endpoint_id" else v for k, v in data["delivery"].items()}
         return LifecycleRequest(
             model=data["model"],
             messages=[dict(m) for m in messages],
             params=dict(data["params"]),
             response_format=dict(data["response_format"]) if data["response_format"] else None,
             fallbacks=list(data["fallbacks"]),
-            delivery=delivery,
+            delivery=data["delivery"],
             metadata=dict(data["metadata"]),
             subscriber=subscriber,
         )

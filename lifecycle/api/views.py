@@ -74,7 +74,7 @@ class LifecycleListCreateView(generics.GenericAPIView):
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
     )
     def post(self, request: Request) -> Response:
-        serializer = LifecycleCreateSerializer(data=request.data)
+        serializer = LifecycleCreateSerializer(data=request.data, context={"project": request.auth.project})
         serializer.is_valid(raise_exception=True)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:

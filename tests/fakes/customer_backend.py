@@ -1,0 +1,126 @@
+"""A customer backend, run as its own process on loopback: it receives our webhooks, verifies them with the
+stock ``standardwebhooks`` library, and calls back the way a real backend would.
+
+Endpoint URLs name a scenario and the answer to each delivery attempt in turn, the last repeating:
+``/hooks/<scenario>/<step>,<step>,...``. Steps:
+
+- ``data``   answer 200, then call back with ``{"data": {"enriched": <output upper-cased>}}``
+- ``inline`` call back with data *before* answering 200 (the callback races the delivery)
+- ``error``  answer 200, then call back with ``{"error": {...}}``
+- ``silent`` answer 200 and never call back
+- ``500``    answer 500;  ``hang`` answer nothing for 5 s;  ``reset`` drop the connection
+- ``abort``  answer 410 with ``webhook-delivery: abort-message``
+
+``POST /secrets/<scenario>`` registers the endpoint secret; ``GET /received/<scenario>`` lists what came in.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+secrets: dict[str, list[str]] = {}
+received: dict[str, list[dict]] = defaultdict(list)
+lock = threading.Lock()
+
+
+def call_back(payload: dict, body: dict) -> None:
+    callback = payload["data"]["callback"]
+    httpx.post(callback["url"], json=body, headers={"Authorization": f"Bearer {callback['token']}"}, timeout=10)
+
+
+def callback_body(step: str, payload: dict) -> dict:
+    if step == "error":
+        return {"error": {"code": "out_of_stock", "message": "That item is no longer available."}}
+    output = payload["data"]["output"]
+    return {"data": {"enriched": str(output).upper(), "lifecycle_id": payload["data"]["lifecycle_id"]}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        scenario = self.path.rsplit("/", 1)[-1]
+        with lock:
+            self._send(200, json.dumps(received[scenario]).encode())
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "secrets":
+            secrets[parts[1]] = json.loads(raw)["secrets"]
+            self._send(200)
+            return
+        _, scenario, script = parts
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        verified = []
+        for secret in secrets.get(scenario, []):
+            try:
+                Webhook(secret).verify(raw, headers)
+                verified.append(True)
+            except WebhookVerificationError:
+                verified.append(False)
+        payload = json.loads(raw)
+        with lock:
+            attempt = len(received[scenario])
+            received[scenario].append(
+                {
+                    "webhook_id": headers.get("webhook-id"),
+                    "signature": headers.get("webhook-signature"),
+                    "traceparent": headers.get("traceparent"),
+                    "verified": verified,
+                    "payload": payload,
+                }
+            )
+        steps = script.split(",")
+        step = steps[min(attempt, len(steps) - 1)]
+        if step == "500":
+            self._send(500, b'{"error": "boom"}')
+        elif step == "hang":
+            time.sleep(5)
+            self._send(200)
+        elif step == "reset":
+            # RST instead of FIN: linger on with a zero timeout.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif step == "abort":
+            self._send(410, b'{"error": "gone"}', {"webhook-delivery": "abort-message"})
+        elif step == "inline":
+            call_back(payload, callback_body("data", payload))
+            self._send(200)
+        else:
+            self._send(200)
+            if step in ("data", "error"):
+                threading.Thread(target=call_back, args=(payload, callback_body(step, payload))).start()
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Webhook endpoints, deliveries and their attempts. Every write about webhooks goes through here.
+
+A delivery's retry schedule lives on its row; attempts are Celery tasks, but no broker ETA holds a retry:
+the due-deliveries sweep queues whatever is due, so a task lost with Redis is queued again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from lifecycle import delivery as delivery_routing
+from lifecycle import services as lifecycle_services
+from lifecycle.models import Lifecycle, Project
+from lifecycle.states import ErrorCode, Status
+from webhooks import callbacks, sender, signing, ssrf
+from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+
+GENERATED = "lifecycle.generated"
+EVENT_TYPES = (GENERATED,)
+
+
+class EndpointInvalid(ValueError):
+    pass
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> None:
+    try:
+        ssrf.resolve(url)
+    except ssrf.TargetRefused as exc:
+        raise EndpointInvalid(str(exc)) from exc
+
+
+def endpoint_create(
+    *, project: Project, url: str, description: str = "", event_types: list[str] | None = None
+) -> WebhookEndpoint:
+    _check_url(url)
+    return WebhookEndpoint.objects.create(
+        project=project,
+        url=url,
+        description=description,
+        event_types=event_types or [],
+        secret=signing.new_secret(),
+    )
+
+
+def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoint:
+    if "url" in changes:
+        _check_url(changes["url"])
+    for name in ("url", "description", "event_types"):
+        if name in changes:
+            setattr(endpoint, name, changes[name])
+    if "enabled" in changes:
+        if changes["enabled"] and not endpoint.enabled:
+            endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since = "", None, None
+        elif not changes["enabled"] and endpoint.enabled:
+            endpoint.disabled_reason = changes.get("disabled_reason") or "disabled through the API"
+            endpoint.disabled_at = timezone.now()
+        endpoint.enabled = changes["enabled"]
+    endpoint.save()
+    return endpoint
+
+
+def endpoint_rotate_secret(*, endpoint: WebhookEndpoint, grace_s: int | None = None) -> WebhookEndpoint:
+    """A new secret; the old one keeps signing (beside the new) for ``grace_s``."""
+    grace = settings.WEBHOOK_SECRET_GRACE_S if grace_s is None else grace_s
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=grace)
+    endpoint.secret = signing.new_secret()
+    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+    return endpoint
+
+
+def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    live = [endpoint.secret]
+    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
+        live.append(endpoint.previous_secret)
+    return live
+
+
+# --- choosing where a lifecycle goes (the lifecycle engine's delivery backend) --------------------
+
+
+def _default_endpoint(project: Project) -> WebhookEndpoint | None:
+    for endpoint in WebhookEndpoint.objects.filter(project=project, enabled=True):
+        if endpoint.receives(GENERATED):
+            return endpoint
+    return None
+
+
+class WebhookDeliveryBackend:
+    def resolve(self, *, project: Project, requested: dict[str, Any]) -> dict[str, Any]:
+        endpoint_id = requested.get("endpoint_id")
+        if endpoint_id:
+            endpoint = WebhookEndpoint.objects.filter(project=project, id=endpoint_id).first()
+            if endpoint is None:
+                raise delivery_routing.DeliveryConfigError("no such webhook endpoint")
+            if not endpoint.enabled:
+                raise delivery_routing.DeliveryConfigError("that webhook endpoint is disabled")
+        else:
+            endpoint = _default_endpoint(project)
+        mode = requested.get("mode") or (delivery_routing.WEBHOOK_CALLBACK if endpoint else delivery_routing.DIRECT)
+        if mode == delivery_routing.DIRECT:
+            return {"mode": mode}
+        if endpoint is None:
+            raise delivery_routing.DeliveryConfigError(f"mode {mode!r} needs an enabled webhook endpoint")
+        resolved = {"mode": mode, "endpoint_id": str(endpoint.id)}
+        if mode == delivery_routing.WEBHOOK_CALLBACK:
+            resolved["callback_timeout_s"] = requested.get(
+                "callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S
+            )
+        return resolved
+
+    def start(self, *, lifecycle: Lifecycle) -> None:
+        delivery_create(lifecycle=lifecycle)
+
+
+def generated_payload(lifecycle: Lifecycle, schedule: list[int], now: datetime) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "lifecycle_id": str(lifecycle.id),
+        "status": lifecycle.status,
+        "model": lifecycle.model_used or lifecycle.model,
+        "output": lifecycle.output,
+        "usage": lifecycle.usage,
+        "metadata": lifecycle.metadata,
+        "subscriber": lifecycle.subscriber,
+    }
+    if lifecycle.delivery.get("mode") == delivery_routing.WEBHOOK_CALLBACK:
+        # The body is the same on every retry, so the token must outlive the whole schedule plus the wait.
+        expires_at = now + timedelta(seconds=sum(schedule) + lifecycle.delivery["callback_timeout_s"] + 60)
+        data["callback"] = {
+            "url": f"{settings.PUBLIC_BASE_URL}/v1/lifecycles/{lifecycle.id}/callback",
+            "token": callbacks.mint_token(lifecycle_id=str(lifecycle.id), expires_at=expires_at),
+            "expires_at": expires_at.isoformat(),
+        }
+    return {"type": GENERATED, "timestamp": now.isoformat(), "data": data}
+
+
+def delivery_create(*, lifecycle: Lifecycle) -> Delivery:
+    """Create the ``lifecycle.generated`` delivery and queue its first attempt once the transaction commits."""
+    now = timezone.now()
+    schedule = list(settings.WEBHOOK_RETRY_SCHEDULE)
+    delivery = Delivery.objects.create(
+        lifecycle=lifecycle,
+        endpoint_id=lifecycle.delivery["endpoint_id"],
+        event_type=GENERATED,
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        payload=generated_payload(lifecycle, schedule, now),
+        schedule=schedule,
+        next_attempt_at=now,
+        enqueued_at=now,
+    )
+    transaction.on_commit(lambda: _queue_attempt(delivery.id))
+    return delivery
+
+
+def _queue_attempt(delivery_id) -> None:
+    from webhooks.tasks import attempt_delivery
+
+    attempt_delivery.delay(str(delivery_id))
+
+
+# --- attempts ------------------------------------------------------------------------------------
+
+
+def _claim(delivery_id) -> Delivery | None:
+    """Compare-and-swap ``pending`` → ``sending``; anyone else's claim makes this a no-op."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + 60)
+    claimed = Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now).update(
+        status=DeliveryStatus.SENDING, lease_expires_at=lease, attempt_count=F("attempt_count") + 1
+    )
+    if claimed != 1:
+        return None
+    return Delivery.objects.select_related("endpoint", "lifecycle").get(id=delivery_id)
+
+
+def delivery_attempt(*, delivery_id) -> str | None:
+    """Make one attempt at a due delivery; returns its outcome, or ``None`` if it was not ours to make."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return None
+    lifecycle = delivery.lifecycle
+    if lifecycle.status == Status.CANCELLED:
+        # Cancelled while waiting: the backend has nothing to act on any more. (A completed or failed
+        # lifecycle's delivery is still sent when an operator resends it.)
+        Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.CANCELLED, lease_expires_at=None)
+        return DeliveryStatus.CANCELLED
+    endpoint = delivery.endpoint
+    now = timezone.now()
+    if not endpoint.enabled:
+        result = sender.AttemptResult(
+            outcome="failed", latency_ms=0, error=f"endpoint disabled: {endpoint.disabled_reason}"
+        )
+    else:
+        body = orjson.dumps(delivery.payload)
+        headers = signing.signed_headers(
+            signing_secrets(endpoint, now), delivery.webhook_id, int(now.timestamp()), body
+        )
+        if lifecycle.traceparent:
+            headers["traceparent"] = lifecycle.traceparent
+        result = sender.send(endpoint.url, headers=headers, body=body)
+    _record_attempt(delivery, now, result)
+    if result.outcome == "succeeded":
+        _succeeded(delivery)
+    elif result.outcome == "aborted":
+        _finish_failed(
+            delivery, DeliveryStatus.ABORTED, "The receiver asked us to stop (webhook-delivery: abort-message)."
+        )
+    elif not endpoint.enabled or delivery.schedule_position >= len(delivery.schedule):
+        _finish_failed(
+            delivery, DeliveryStatus.EXHAUSTED, f"Webhook delivery failed after {delivery.attempt_count} attempts."
+        )
+    else:
+        _retry_later(delivery, result)
+    return result.outcome
+
+
+def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempt_count,
+        started_at=started_at,
+        latency_ms=result.latency_ms,
+        outcome=result.outcome,
+        status_code=result.status_code,
+        response_excerpt=result.response_excerpt,
+        error=result.error,
+    )
+    lifecycle_services.record_event(
+        lifecycle_id=delivery.lifecycle_id,
+        event="webhook.attempt",
+        duration_ms=result.latency_ms,
+        payload={
+            "delivery_id": str(delivery.id),
+            "endpoint_id": str(delivery.endpoint_id),
+            "webhook_id": delivery.webhook_id,
+            "attempt": delivery.attempt_count,
+            "outcome": result.outcome,
+            "status_code": result.status_code,
+            "latency_ms": round(result.latency_ms, 2),
+            "error": result.error,
+            "response_excerpt": result.response_excerpt[:200],
+        },
+    )
+
+
+def _succeeded(delivery: Delivery) -> None:
+    now = timezone.now()
+    Delivery.objects.filter(id=delivery.id).update(
+        status=DeliveryStatus.SUCCEEDED, delivered_at=now, lease_expires_at=None, last_error=""
+    )
+    WebhookEndpoint.objects.filter(id=delivery.endpoint_id).exclude(failing_since=None).update(failing_since=None)
+    timeout_s = delivery.lifecycle.delivery.get("callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S)
+    lifecycle_services.delivery_succeeded(
+        lifecycle_id=delivery.lifecycle_id, callback_deadline=now + timedelta(seconds=timeout_s)
+    )
+
+
+def _finish_failed(delivery: Delivery, status: DeliveryStatus, message: str) -> None:
+    Delivery.objects.filter(id=delivery.id).update(status=status, lease_expires_at=None, last_error=message)
+    _note_endpoint_failure(delivery.endpoint_id, message)
+    lifecycle_services.lifecycle_fail(
+        lifecycle_id=delivery.lifecycle_id,
+        code=ErrorCode.WEBHOOK_EXHAUSTED,
+        message=message,
+        step="webhook",
+        details={"delivery_id": str(delivery.id), "attempts": delivery.attempt_count},
+    )
+
+
+def _retry_later(delivery: Delivery, result: sender.AttemptResult) -> None:
+    delay = delivery.schedule[delivery.schedule_position]
+    error = result.error or f"HTTP {result.status_code}"
+    Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.PENDING,
+        schedule_position=F("schedule_position") + 1,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        lease_expires_at=None,
+        enqueued_at=None,
+        last_error=error[:1000],
+    )
+    _note_endpoint_failure(delivery.endpoint_id, error)
+
+
+def _note_endpoint_failure(endpoint_id, error: str) -> None:
+    """Start (or continue) the endpoint's failing run; disable it once the run is too long."""
+    now = timezone.now()
+    WebhookEndpoint.objects.filter(id=endpoint_id, failing_since=None).update(failing_since=now)
+    cutoff = now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_S)
+    WebhookEndpoint.objects.filter(id=endpoint_id, enabled=True, failing_since__lt=cutoff).update(
+        enabled=False,
+        disabled_at=now,
+        disabled_reason=f"failing for over {settings.WEBHOOK_DISABLE_AFTER_S} s; last error: {error}"[:500],
+    )
+
+
+def delivery_resend(*, delivery: Delivery) -> Delivery:
+    """Send a delivery again (same webhook-id, a fresh retry series), whatever became of it."""
+    Delivery.objects.filter(id=delivery.id).exclude(status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.PENDING, schedule_position=0, next_attempt_at=timezone.now(), enqueued_at=timezone.now()
+    )
+    transaction.on_commit(lambda: _queue_attempt(delivery.id))
+    delivery.refresh_from_db()
+    return delivery
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+
+def deliveries_queue_due(*, limit: int = 1000) -> int:
+    """Queue an attempt for every due delivery not queued recently, and put back deliveries whose worker
+    died mid-attempt. Returns how many were queued."""
+    now = timezone.now()
+    Delivery.objects.filter(status=DeliveryStatus.SENDING, lease_expires_at__lt=now).update(
+        status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now, enqueued_at=None
+    )
+    requeue_before = now - timedelta(seconds=settings.WEBHOOK_REQUEUE_AFTER_S)
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(enqueued_at=None) | Q(enqueued_at__lt=requeue_before))
+        .values_list("id", flat=True)[:limit]
+    )
+    if due:
+        Delivery.objects.filter(id__in=due).update(enqueued_at=now)
+        for delivery_id in due:
+            _queue_attempt(delivery_id)
+    return len(due)

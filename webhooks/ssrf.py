@@ -1,0 +1,105 @@
+"""The SSRF guard: a webhook may only reach public addresses, checked after DNS resolution, on every
+attempt (so a name that later resolves to a private address is refused then: DNS rebinding).
+
+Blocked: private, loopback, link-local (incl. cloud metadata 169.254.169.254), CGNAT, multicast, reserved,
+documentation and benchmarking ranges, and their IPv6 equivalents (IPv4-mapped addresses are checked as
+the IPv4 they carry). ``WEBHOOK_ALLOWED_NETWORKS`` lets chosen CIDRs through (loopback in the embedded
+default, where the customer backend runs on the same machine).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+BLOCKED_NETWORKS = [
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, cloud metadata
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "64:ff9b::/96",  # NAT64 can reach any IPv4 address
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2002::/16",  # 6to4 embeds IPv4 addresses
+        "fc00::/7",  # unique local (incl. fd00:ec2::254, AWS metadata over IPv6)
+        "fe80::/10",
+        "ff00::/8",
+    )
+]
+
+
+class TargetRefused(Exception):
+    """The URL may not be called."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    ip: IPAddress
+
+    def url_for(self, url: str) -> str:
+        """The URL with its host replaced by the vetted IP, so the connection goes exactly there."""
+        parts = urlsplit(url)
+        ip = f"[{self.ip}]" if self.ip.version == 6 else str(self.ip)
+        netloc = f"{ip}:{self.port}"
+        return parts._replace(netloc=netloc).geturl()
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(cidr, strict=False) for cidr in settings.WEBHOOK_ALLOWED_NETWORKS]
+
+
+def is_blocked(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in _allowed_networks()):
+        return False
+    return any(ip in network for network in BLOCKED_NETWORKS if network.version == ip.version)
+
+
+def resolve(url: str) -> Target:
+    """Resolve ``url``'s host and vet every address it resolves to; return the one to connect to."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("only http and https URLs with a host are allowed")
+    if parts.username or parts.password:
+        raise TargetRefused("credentials in the URL are not allowed")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise TargetRefused("invalid port") from exc
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetRefused(f"{parts.hostname} does not resolve") from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    blocked = [str(ip) for ip in addresses if is_blocked(ip)]
+    if blocked:
+        # One blocked answer refuses the name: the client must not get to pick among them.
+        raise TargetRefused(f"{parts.hostname} resolves to a blocked address ({blocked[0]})")
+    return Target(scheme=parts.scheme, host=parts.hostname, port=port, ip=addresses[0])
