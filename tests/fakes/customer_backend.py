@@ -10,6 +10,7 @@ Endpoint URLs name a scenario and the answer to each delivery attempt in turn, t
 - ``silent`` answer 200 and never call back
 - ``500``    answer 500;  ``hang`` answer nothing for 5 s;  ``reset`` drop the connection
 - ``abort``  answer 410 with ``webhook-delivery: abort-message``
+- ``redirect`` answer 302 to the cloud metadata address (which must not be followed)
 
 ``POST /secrets/<scenario>`` registers the endpoint secret; ``GET /received/<scenario>`` lists what came in.
 """
@@ -105,6 +106,8 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
+        elif step == "redirect":
+            self._send(302, b"{}", {"Location": "http://169.254.169.254/latest/meta-data/"})
         elif step == "abort":
             self._send(410, b'{"error": "gone"}', {"webhook-delivery": "abort-message"})
         elif step == "inline":
