@@ -118,6 +118,8 @@ WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
 WEBHOOK_DISABLE_AFTER_S = env.int("WEBHOOK_DISABLE_AFTER_S", default=5 * 24 * 3600)
 # How long both the old and the new secret sign after a rotation.
 WEBHOOK_SECRET_GRACE_S = env.int("WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
+# Attempts in flight per endpoint: a slow endpoint holds at most this many worker slots.
+WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
 # A due delivery whose queued attempt task has not run after this long is queued again.
 WEBHOOK_REQUEUE_AFTER_S = env.int("WEBHOOK_REQUEUE_AFTER_S", default=30)
 # The embedded default runs everything on one machine, so it lets loopback through the SSRF guard.

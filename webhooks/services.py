@@ -174,12 +174,35 @@ def _queue_attempt(delivery_id) -> None:
 
 
 def _claim(delivery_id) -> Delivery | None:
-    """Compare-and-swap ``pending`` → ``sending``; anyone else's claim makes this a no-op."""
+    """Compare-and-swap ``pending`` → ``sending``; anyone else's claim makes this a no-op.
+
+    An endpoint gets at most ``WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`` attempts at once, so a slow or dead
+    endpoint holds only that many worker slots and never delays other endpoints' deliveries; its extra
+    deliveries wait a second and are queued again by the sweep.
+    """
     now = timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + 60)
-    claimed = Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now).update(
-        status=DeliveryStatus.SENDING, lease_expires_at=lease, attempt_count=F("attempt_count") + 1
-    )
+    with transaction.atomic():
+        endpoint_id = (
+            Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .values_list("endpoint_id", flat=True)
+            .first()
+        )
+        if endpoint_id is None:
+            return None
+        # Claims for one endpoint take turns on its row, so the in-flight count below is exact.
+        WebhookEndpoint.objects.select_for_update().filter(id=endpoint_id).first()
+        in_flight = Delivery.objects.filter(
+            endpoint_id=endpoint_id, status=DeliveryStatus.SENDING, lease_expires_at__gt=now
+        ).count()
+        if in_flight >= settings.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT:
+            Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+                next_attempt_at=now + timedelta(seconds=1), enqueued_at=None
+            )
+            return None
+        lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + 60)
+        claimed = Delivery.objects.filter(
+            id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+        ).update(status=DeliveryStatus.SENDING, lease_expires_at=lease, attempt_count=F("attempt_count") + 1)
     if claimed != 1:
         return None
     return Delivery.objects.select_related("endpoint", "lifecycle").get(id=delivery_id)

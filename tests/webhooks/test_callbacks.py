@@ -25,7 +25,9 @@ def waiting(stack):
     lifecycle.lease_expires_at = None  # keep the reconciler away: this one is driven by hand
     lifecycle.save()
     for status in (Status.GENERATING, Status.DELIVERING, Status.AWAITING_CALLBACK):
-        transition(lifecycle_id=lifecycle.id, to=status, fields={"lease_expires_at": timezone.now() + timedelta(hours=1)})
+        transition(
+            lifecycle_id=lifecycle.id, to=status, fields={"lease_expires_at": timezone.now() + timedelta(hours=1)}
+        )
     token = mint_token(lifecycle_id=str(lifecycle.id), expires_at=timezone.now() + timedelta(hours=1))
     return lifecycle, token
 

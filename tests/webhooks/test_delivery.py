@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.lifecycle.helpers import create, timeline, wait_status
+from tests.lifecycle.helpers import create, get, timeline, wait_status
 from tests.processes import poll_until
 from tests.webhooks.helpers import endpoint, received
 
@@ -187,3 +189,21 @@ def test_resend_delivers_the_same_message_again(api, customer_backend):
     assert response.status_code == 202, response.text
     got = poll_until(lambda: received(customer_backend, scenario), lambda r: len(r) == 2, timeout=15, what="resend")
     assert got[0]["webhook_id"] == got[1]["webhook_id"]
+
+
+def test_a_hanging_endpoint_does_not_delay_another_endpoints_delivery(api, customer_backend):
+    slow, slow_scenario = endpoint(api, customer_backend, "hang")
+    fast, _ = endpoint(api, customer_backend, "data")
+    stuck = [
+        create(api, {"model": "echo/x", "prompt": f"slow {i}", "delivery": {"endpoint_id": slow["id"]}})
+        for i in range(4)
+    ]
+    poll_until(lambda: received(customer_backend, slow_scenario), lambda r: len(r) >= 1, timeout=20, what="hang")
+
+    started = time.monotonic()
+    quick = create(api, {"model": "echo/x", "prompt": "fast lane", "delivery": {"endpoint_id": fast["id"]}})
+    final = wait_status(api, quick["id"], timeout=20)
+
+    assert final["status"] == "completed"
+    assert time.monotonic() - started < 4  # not queued behind four 2-second timeouts
+    assert all(get(api, s["id"])["status"] == "delivering" for s in stuck)

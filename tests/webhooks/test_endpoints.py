@@ -110,7 +110,7 @@ def test_without_grace_only_the_new_secret_signs(api, customer_backend):
 
 
 def test_redirects_are_not_followed(api, customer_backend):
-    _, scenario = endpoint(api, customer_backend, "redirect,data")
+    endpoint(api, customer_backend, "redirect,data")
 
     lifecycle = create(api, {"model": "echo/x", "prompt": "moved"})
     final = wait_status(api, lifecycle["id"], timeout=30)
