@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.fakes.http import JsonHandler, serve
 
 secrets: dict[str, list[str]] = {}
 received: dict[str, list[dict]] = defaultdict(list)
@@ -46,21 +46,7 @@ def callback_body(step: str, payload: dict) -> dict:
     return {"data": {"enriched": str(output).upper(), "lifecycle_id": payload["data"]["lifecycle_id"]}}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(JsonHandler):
     def do_GET(self) -> None:
         scenario = self.path.rsplit("/", 1)[-1]
         with lock:
@@ -119,11 +105,5 @@ class Handler(BaseHTTPRequestHandler):
                 threading.Thread(target=call_back, args=(payload, callback_body(step, payload))).start()
 
 
-def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(Handler)

@@ -10,31 +10,17 @@ JSON). The last step repeats. ``GET /calls`` reports how many calls each scenari
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.fakes.http import JsonHandler, serve
 
 calls: Counter[str] = Counter()
 lock = threading.Lock()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(JsonHandler):
     def do_GET(self) -> None:
         with lock:
             self._send(200, json.dumps(dict(calls)).encode())
@@ -84,11 +70,5 @@ class Handler(BaseHTTPRequestHandler):
             self._send(int(kind), b'{"error": {"message": "scripted failure"}}')
 
 
-def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(Handler)
