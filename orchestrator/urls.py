@@ -9,6 +9,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("v1/", include("lifecycle.api.urls")),
     path("v1/", include("webhooks.api.urls")),
+    path("v1/", include("realtime.api.urls")),
     path("v1/schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(
         "docs",

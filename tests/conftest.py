@@ -60,7 +60,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         ANTHROPIC_API_KEY="sk-ant-test",
         CELERY_CONCURRENCY="2",
     )
-    processes.start("web", "relay", "generator", "worker", "beat")
+    processes.start("web", "relay", "generator", "bridge", "worker", "beat")
     with django_db_blocker.unblock():
         _warm_up(processes)
     yield processes

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from lifecycle import selectors
+from realtime import tokens
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    lifecycle_id = serializers.UUIDField(required=False)
+    user_id = serializers.CharField(max_length=200, required=False)
+
+    def validate(self, attrs):
+        if ("lifecycle_id" in attrs) == ("user_id" in attrs):
+            raise serializers.ValidationError("Give exactly one of lifecycle_id or user_id.")
+        return attrs
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    scope = serializers.DictField()
+
+
+class RealtimeTokenView(APIView):
+    """A short-lived WebSocket token for one lifecycle, or for every lifecycle of one subscriber."""
+
+    @extend_schema(request=TokenRequestSerializer, responses={201: TokenSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = request.auth.project
+        lifecycle_id = serializer.validated_data.get("lifecycle_id")
+        if lifecycle_id is not None and selectors.lifecycle_get(project=project, lifecycle_id=lifecycle_id) is None:
+            raise exceptions.NotFound("No such lifecycle.")
+        scope = tokens.RealtimeScope(
+            project_id=str(project.id),
+            lifecycle_id=str(lifecycle_id) if lifecycle_id else None,
+            user_id=serializer.validated_data.get("user_id"),
+        )
+        body = {
+            "token": tokens.mint(scope),
+            "expires_at": timezone.now() + timedelta(seconds=settings.REALTIME_TOKEN_TTL_S),
+            "scope": {"lifecycle_id": scope.lifecycle_id, "user_id": scope.user_id},
+        }
+        return Response(TokenSerializer(body).data, status=status.HTTP_201_CREATED)

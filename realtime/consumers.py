@@ -1,0 +1,155 @@
+"""The WebSocket a frontend opens on one lifecycle: ``/ws/lifecycles/{id}?token=<ws_token>&since=<seq>``.
+
+1. The token is checked before the socket is accepted: a wrong, expired or other-scope token gets the
+   handshake refused (HTTP 403) and no data at all.
+2. The consumer joins the lifecycle's channel group *before* reading the database, then sends a
+   ``snapshot`` and every timeline event after ``since``. Events published meanwhile arrive through the
+   group too; anything at or below the last ``seq`` sent is dropped, and a gap is filled from the database,
+   so the hand-over loses nothing and duplicates nothing.
+3. Live events follow as ``{"type": "event", "lifecycle_id", "seq", "event", "at", "data"}``; the last one is
+   ``lifecycle.completed`` (with ``result``) or ``lifecycle.failed`` / ``lifecycle.cancelled`` (with
+   ``error``), after which the server closes the socket (1000).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from lifecycle import selectors
+from lifecycle.models import Lifecycle
+from lifecycle.states import TERMINAL
+from realtime import tokens
+from realtime.groups import lifecycle_group
+
+log = logging.getLogger(__name__)
+
+FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
+CLOSE_NORMAL = 1000
+
+
+def _load(lifecycle_id: str) -> Lifecycle | None:
+    try:
+        return Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id)).first()
+    except ValueError:  # not a UUID: no such lifecycle
+        return None
+
+
+def _events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
+    return [
+        {"seq": e.seq, "event": e.event, "at": e.at.isoformat(), "data": e.payload}
+        for e in selectors.timeline(lifecycle=lifecycle, after_seq=seq)
+    ]
+
+
+def snapshot(lifecycle: Lifecycle) -> dict:
+    return {
+        "type": "snapshot",
+        "lifecycle": {
+            "id": str(lifecycle.id),
+            "status": lifecycle.status,
+            "model": lifecycle.model,
+            "created_at": lifecycle.created_at.isoformat(),
+            "metadata": lifecycle.metadata,
+            "result": lifecycle.result if lifecycle.status == "completed" else None,
+            "error": lifecycle.error,
+            "last_seq": lifecycle.last_seq,
+        },
+    }
+
+
+class LifecycleConsumer(AsyncJsonWebsocketConsumer):
+    lifecycle: Lifecycle
+    group: str
+    last_seq: int = 0
+    finished: bool = False
+
+    async def connect(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+        lifecycle_id = self.scope["url_route"]["kwargs"]["lifecycle_id"]
+        scope = tokens.verify((query.get("token") or [""])[0])
+        lifecycle = await database_sync_to_async(_load)(lifecycle_id) if scope else None
+        if (
+            scope is None
+            or lifecycle is None
+            or not scope.allows(
+                project_id=str(lifecycle.project_id),
+                lifecycle_id=str(lifecycle.id),
+                user_id=lifecycle.subscriber.get("user_id"),
+            )
+        ):
+            await self.close()  # before accept: the handshake is refused, nothing is sent
+            return
+        try:
+            since = max(0, int((query.get("since") or ["0"])[0]))
+        except ValueError:
+            since = 0
+        self.lifecycle, self.group = lifecycle, lifecycle_group(str(lifecycle.id))
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # Read after joining the group: whatever commits from now on also comes through the group.
+        lifecycle = await database_sync_to_async(_load)(lifecycle_id)
+        self.lifecycle = lifecycle
+        await self.send_json(snapshot(lifecycle))
+        self.last_seq = since
+        await self._send_events(await database_sync_to_async(_events_after)(lifecycle, since))
+        if not self.finished and lifecycle.status in TERMINAL:
+            # Already over and the client had seen the end: the snapshot says it all.
+            await self.close(code=CLOSE_NORMAL)
+            self.finished = True
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        # Clients only listen; a ping message gets a pong so browsers can check liveness.
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def lifecycle_event(self, message: dict) -> None:
+        """A live event from the bridge (channel-layer type ``lifecycle.event``)."""
+        if self.finished:
+            return
+        event = message["event"]
+        seq = int(event["seq"])
+        if seq <= self.last_seq:
+            return  # already sent during catch-up
+        if seq > self.last_seq + 1:
+            # Something is missing in between (a bridge restart, a reordering): fill from the database.
+            await self._send_events(await database_sync_to_async(_events_after)(self.lifecycle, self.last_seq))
+            return
+        await self._send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]}])
+
+    async def _send_events(self, events: list[dict]) -> None:
+        for event in events:
+            if event["seq"] <= self.last_seq:
+                continue
+            message = {"type": "event", "lifecycle_id": str(self.lifecycle.id), **event}
+            final = event["event"] in FINAL_EVENTS
+            if final:
+                lifecycle = await database_sync_to_async(_load)(str(self.lifecycle.id))
+                if event["event"] == "lifecycle.completed":
+                    message["result"] = lifecycle.result
+                else:
+                    message["error"] = friendly_error(lifecycle.error)
+            await self.send_json(message)
+            self.last_seq = event["seq"]
+            if final:
+                await self.close(code=CLOSE_NORMAL)
+                self.finished = True
+                return
+
+
+def friendly_error(error: dict | None) -> dict:
+    """What a user's browser may see of an error: code, message and step, never internal details."""
+    error = error or {}
+    return {
+        "code": error.get("code", "failed"),
+        "message": error.get("message", "Something went wrong."),
+        "step": error.get("step"),
+    }

@@ -1,0 +1,130 @@
+"""The realtime socket through daphne, with real WebSocket clients: catch-up, hand-over, scoping."""
+
+from __future__ import annotations
+
+import time
+from unittest import mock
+
+import pytest
+
+from realtime import tokens
+from tests.conftest import api_client, make_project
+from tests.lifecycle.helpers import create, timeline, wait_status
+from tests.realtime.helpers import collect, refused, ws_url
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+
+def seqs(messages: list[dict]) -> list[int]:
+    return [m["seq"] for m in messages if m["type"] == "event"]
+
+
+def test_a_live_subscriber_gets_a_snapshot_then_every_event_then_the_result(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "stream me", "params": {"latency_ms": 1000}})
+
+    messages, close_code = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+
+    assert messages[0]["type"] == "snapshot"
+    assert messages[0]["lifecycle"]["id"] == lifecycle["id"]
+    final = messages[-1]
+    assert final["event"] == "lifecycle.completed"
+    assert final["result"] == "stream me"
+    assert close_code == 1000
+    assert seqs(messages) == [e["seq"] for e in timeline(api, lifecycle["id"])]
+
+
+def test_a_late_subscriber_catches_up_from_the_database(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "already done"})
+    wait_status(api, lifecycle["id"])
+
+    messages, close_code = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+
+    assert messages[0]["lifecycle"]["status"] == "completed"
+    assert messages[0]["lifecycle"]["result"] == "already done"
+    assert seqs(messages) == [1, 2, 3, 4]
+    assert messages[-1]["result"] == "already done"
+    assert close_code == 1000
+
+
+def test_reconnecting_mid_stream_with_since_loses_and_duplicates_nothing(api, stack, customer_backend):
+    from tests.webhooks.helpers import endpoint
+
+    endpoint(api, customer_backend, "500,data")  # a lifecycle with many steps, over a few seconds
+    lifecycle = create(api, {"model": "echo/x", "prompt": "bumpy", "params": {"latency_ms": 500}})
+    url = ws_url(stack, lifecycle["id"], lifecycle["ws_token"])
+
+    first, _ = collect(url, limit=3)  # the snapshot and two events, then the client drops
+    resumed, close_code = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"], since=seqs(first)[-1]))
+
+    everything = seqs(first) + seqs(resumed)
+    assert everything == [e["seq"] for e in timeline(api, lifecycle["id"])]
+    assert len(everything) == len(set(everything)) >= 8
+    assert resumed[-1]["event"] == "lifecycle.completed"
+    assert resumed[-1]["result"]["enriched"] == "BUMPY"
+    assert close_code == 1000
+
+
+def test_a_failed_lifecycle_ends_with_a_friendly_error(api, stack, customer_backend):
+    from tests.webhooks.helpers import endpoint
+
+    endpoint(api, customer_backend, "error")
+    lifecycle = create(api, {"model": "echo/x", "prompt": "no stock"})
+
+    messages, _ = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+
+    assert messages[-1]["event"] == "lifecycle.failed"
+    assert messages[-1]["error"] == {
+        "code": "backend_rejected",
+        "message": "That item is no longer available.",
+        "step": "callback",
+    }
+
+
+def test_tokens_for_another_tenant_another_lifecycle_or_expired_are_refused(api, stack):
+    mine = create(api, {"model": "echo/x", "prompt": "mine"})
+    _, other_key = make_project("other tenant")
+    with api_client(stack, other_key) as other:
+        theirs = create(other, {"model": "echo/x", "prompt": "theirs"})
+    expired_at = time.time() - 3600
+    with mock.patch("django.core.signing.time.time", return_value=expired_at):
+        expired = tokens.mint(tokens.RealtimeScope(project_id=str(api.project.id), lifecycle_id=mine["id"]))
+
+    assert refused(ws_url(stack, mine["id"], theirs["ws_token"])) == 403
+    assert refused(ws_url(stack, theirs["id"], mine["ws_token"])) == 403
+    assert refused(ws_url(stack, mine["id"], expired)) == 403
+    assert refused(ws_url(stack, mine["id"], "garbage")) == 403
+    assert refused(ws_url(stack, "not-a-uuid", mine["ws_token"])) == 403
+
+
+def test_a_subscriber_token_opens_that_subscribers_lifecycles_only(api, stack):
+    alice = create(api, {"model": "echo/x", "prompt": "for alice", "subscriber": {"user_id": "alice"}})
+    bob = create(api, {"model": "echo/x", "prompt": "for bob", "subscriber": {"user_id": "bob"}})
+    response = api.post("/v1/realtime/tokens", json={"user_id": "alice"})
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+
+    messages, _ = collect(ws_url(stack, alice["id"], token))
+
+    assert messages[-1]["result"] == "for alice"
+    assert refused(ws_url(stack, bob["id"], token)) == 403
+
+
+def test_a_broadcast_reaches_only_the_sockets_of_its_lifecycle(api, stack):
+    one = create(api, {"model": "echo/x", "prompt": "one", "params": {"latency_ms": 800}})
+    two = create(api, {"model": "echo/x", "prompt": "two", "params": {"latency_ms": 800}})
+
+    messages, _ = collect(ws_url(stack, one["id"], one["ws_token"]))
+
+    assert {m["lifecycle_id"] for m in messages if m["type"] == "event"} == {one["id"]}
+    assert messages[-1]["result"] == "one"
+    assert two["id"] != one["id"]
+
+
+def test_the_token_endpoint_refuses_another_projects_lifecycle_and_bad_bodies(api, stack):
+    _, other_key = make_project("other tenant")
+    with api_client(stack, other_key) as other:
+        theirs = create(other, {"model": "echo/x", "prompt": "theirs"})
+
+    assert api.post("/v1/realtime/tokens", json={"lifecycle_id": theirs["id"]}).status_code == 404
+    assert api.post("/v1/realtime/tokens", json={}).status_code == 400
+    assert api.post("/v1/realtime/tokens", json={"lifecycle_id": theirs["id"], "user_id": "x"}).status_code == 400
