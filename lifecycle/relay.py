@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import orjson
 import psycopg
@@ -86,7 +87,7 @@ class Relay:
 
 
 def prune_published(*, older_than_s: int = 3600) -> int:
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
     deleted, _ = OutboxMessage.objects.filter(published_at__lt=cutoff).delete()
     return deleted
 
