@@ -1,0 +1,56 @@
+"""The Python client against the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime.client import LifecycleClient, LifecycleError
+from tests.lifecycle.helpers import timeline
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+
+def test_create_and_await_the_result(api, stack, project_key):
+    async def scenario():
+        async with LifecycleClient(stack.base_url, project_key[1]) as client:
+            created = await client.create(model="echo/x", prompt="from the sdk")
+            return created, await client.result(created)
+
+    created, final = asyncio.run(scenario())
+
+    assert final["event"] == "lifecycle.completed"
+    assert final["result"] == "from the sdk"
+    assert created.status == "pending"
+
+
+def test_api_errors_raise_with_the_error_body(stack, project_key):
+    async def scenario():
+        async with LifecycleClient(stack.base_url, project_key[1]) as client:
+            await client.create(model="nosuch/model", prompt="x")
+
+    with pytest.raises(LifecycleError) as raised:
+        asyncio.run(scenario())
+    assert raised.value.status == 400
+    assert raised.value.error["code"] == "invalid_request"
+
+
+def test_the_stream_survives_a_web_restart_without_losing_or_repeating_events(api, stack, project_key):
+    async def scenario():
+        async with LifecycleClient(stack.base_url, project_key[1], max_backoff_s=1) as client:
+            created = await client.create(model="echo/x", prompt="hold on", params={"latency_ms": 4000})
+            seen = []
+            async for event in client.events(created):
+                seen.append(event)
+                if event["event"] == "lifecycle.generating":
+                    # The web process dies under the open socket and comes back.
+                    await asyncio.to_thread(stack.kill, "web")
+                    await asyncio.to_thread(stack.start, "web")
+            return created, seen
+
+    created, seen = asyncio.run(scenario())
+
+    assert [e["seq"] for e in seen] == [e["seq"] for e in timeline(api, created.id)]
+    assert seen[-1]["event"] == "lifecycle.completed"
+    assert seen[-1]["result"] == "hold on"
