@@ -65,6 +65,7 @@ def _announce_when_ready(port: int, demo: dict, base_url: str) -> None:
                 f"   API      {base_url}/v1/lifecycles",
                 f"   Docs     {base_url}/docs",
                 f"   Admin    {base_url}/admin/",
+                f"   Demo     {base_url}/demo/  (paste the API key below)",
                 f"   Health   {base_url}/readyz",
                 f"   Project  {demo['project_id']}",
                 f"   API key  {demo['api_key']}",

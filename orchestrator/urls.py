@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from orchestrator import errors, health
+from realtime import views as realtime_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -17,6 +18,7 @@ urlpatterns = [
         name="docs",
     ),
     path("admin/", admin.site.urls),
+    path("demo/", realtime_views.demo, name="demo"),
     # Unknown API paths answer JSON even with DEBUG on (whose 404 page is HTML).
     re_path(r"^v1/", errors.not_found),
 ]
