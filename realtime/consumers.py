@@ -9,6 +9,7 @@
 3. Live events follow as ``{"type": "event", "lifecycle_id", "seq", "event", "at", "data"}``; the last one is
    ``lifecycle.completed`` (with ``result``) or ``lifecycle.failed`` / ``lifecycle.cancelled`` (with
    ``error``), after which the server closes the socket (1000).
+4. A token may hold ``REALTIME_MAX_CONNECTIONS_PER_TOKEN`` sockets at once; one more is closed with 4429.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from lifecycle import selectors
 from lifecycle.models import Lifecycle
 from lifecycle.states import TERMINAL
-from realtime import tokens
+from realtime import limits, tokens
 from realtime.groups import lifecycle_group
 
 log = logging.getLogger(__name__)
 
 FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 CLOSE_NORMAL = 1000
+CLOSE_TOO_MANY = 4429
 
 
 def _load(lifecycle_id: str) -> Lifecycle | None:
@@ -64,7 +66,8 @@ def snapshot(lifecycle: Lifecycle) -> dict:
 
 class LifecycleConsumer(AsyncJsonWebsocketConsumer):
     lifecycle: Lifecycle
-    group: str
+    group: str | None = None
+    counted_token: str | None = None
     last_seq: int = 0
     finished: bool = False
 
@@ -84,6 +87,12 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
         ):
             await self.close()  # before accept: the handshake is refused, nothing is sent
             return
+        token = query["token"][0]
+        if not await limits.acquire(token):
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
+            return
+        self.counted_token = token
         try:
             since = max(0, int((query.get("since") or ["0"])[0]))
         except ValueError:
@@ -103,8 +112,10 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
             self.finished = True
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "group", None):
+        if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.counted_token:
+            await limits.release(self.counted_token)
 
     async def receive_json(self, content, **kwargs) -> None:
         # Clients only listen; a ping message gets a pong so browsers can check liveness.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from unittest import mock
 
 import pytest
+import websockets
+from django.conf import settings
 
 from realtime import tokens
 from tests.conftest import api_client, make_project
@@ -128,3 +132,30 @@ def test_the_token_endpoint_refuses_another_projects_lifecycle_and_bad_bodies(ap
     assert api.post("/v1/realtime/tokens", json={"lifecycle_id": theirs["id"]}).status_code == 404
     assert api.post("/v1/realtime/tokens", json={}).status_code == 400
     assert api.post("/v1/realtime/tokens", json={"lifecycle_id": theirs["id"], "user_id": "x"}).status_code == 400
+
+
+def test_a_token_holds_a_limited_number_of_sockets(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "popular", "params": {"latency_ms": 3000}})
+    url = ws_url(stack, lifecycle["id"], lifecycle["ws_token"])
+
+    async def scenario():
+        sockets = [await websockets.connect(url) for _ in range(settings.REALTIME_MAX_CONNECTIONS_PER_TOKEN)]
+        one_too_many = await websockets.connect(url)
+        try:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(one_too_many.recv(), 5)
+            code = closed.value.rcvd.code
+        finally:
+            await sockets.pop().close()
+        # A freed place can be taken again.
+        replacement = await websockets.connect(url)
+        first = json.loads(await asyncio.wait_for(replacement.recv(), 5))
+        for socket in [*sockets, replacement]:
+            await socket.close()
+        return code, first
+
+    code, first = asyncio.run(scenario())
+
+    assert code == 4429
+    assert first["type"] == "snapshot"

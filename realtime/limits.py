@@ -1,0 +1,43 @@
+"""Open sockets per realtime token, counted in Redis so the limit holds across web processes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+
+import redis.asyncio as redis
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _key(token: str) -> str:
+    return "ws:connections:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+async def acquire(token: str) -> bool:
+    """Count one more socket for ``token``; False (and nothing counted) when it is at its limit."""
+    key = _key(token)
+    try:
+        count = await _redis().incr(key)
+        # A web process killed with open sockets never releases them: the count dies with the token.
+        await _redis().expire(key, settings.REALTIME_TOKEN_TTL_S + 60)
+        if count > settings.REALTIME_MAX_CONNECTIONS_PER_TOKEN:
+            await _redis().decr(key)
+            return False
+    except redis.RedisError as exc:
+        log.warning("connection limit unavailable, allowing the socket: %s", exc)
+    return True
+
+
+async def release(token: str) -> None:
+    try:
+        await _redis().decr(_key(token))
+    except redis.RedisError as exc:
+        log.warning("could not release a socket's count: %s", exc)
