@@ -21,6 +21,7 @@ from lifecycle import services
 from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
+from lifecycle.streaming import DeltaStream
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
 
 async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
     """Try the model and then each fallback; store the first valid output, or fail the lifecycle."""
+    stream = DeltaStream(str(lifecycle.id)) if lifecycle.params.get("stream") else None
+    try:
+        await _generate(lifecycle, client=client, on_delta=stream.add if stream else None)
+    finally:
+        if stream is not None:
+            await stream.close()
+
+
+async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta) -> None:
     last_error = "no model was tried"
     # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
     all_refused = True
@@ -78,7 +88,7 @@ async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
         for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
             started = time.perf_counter()
             try:
-                generation = await PROVIDERS[provider_name].generate(request, client=client)
+                generation = await PROVIDERS[provider_name].generate(request, client=client, on_delta=on_delta)
             except ProviderError as exc:
                 latency_ms = (time.perf_counter() - started) * 1000
                 await _record_attempt(lifecycle, model, attempt, latency_ms, error=exc)

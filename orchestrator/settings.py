@@ -184,4 +184,6 @@ LOGGING = {
 }
 
 REALTIME_TOKEN_TTL_S = env.int("REALTIME_TOKEN_TTL_S", default=900)
+# Streamed model output is sent to sockets at most this often (coalescing the tokens in between).
+REALTIME_DELTA_INTERVAL_MS = env.int("REALTIME_DELTA_INTERVAL_MS", default=100)
 REALTIME_MAX_CONNECTIONS_PER_TOKEN = env.int("REALTIME_MAX_CONNECTIONS_PER_TOKEN", default=5)

@@ -9,7 +9,9 @@
 3. Live events follow as ``{"type": "event", "lifecycle_id", "seq", "event", "at", "data"}``; the last one is
    ``lifecycle.completed`` (with ``result``) or ``lifecycle.failed`` / ``lifecycle.cancelled`` (with
    ``error``), after which the server closes the socket (1000).
-4. A token may hold ``REALTIME_MAX_CONNECTIONS_PER_TOKEN`` sockets at once; one more is closed with 4429.
+4. While a model streams (``params.stream``), ``{"type": "delta", "event": "generation.delta", "text",
+   "offset"}`` messages carry its output as it comes, coalesced; they have no ``seq`` and are not replayed.
+5. A token may hold ``REALTIME_MAX_CONNECTIONS_PER_TOKEN`` sockets at once; one more is closed with 4429.
 """
 
 from __future__ import annotations
@@ -135,6 +137,18 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
             await self._send_events(await database_sync_to_async(_events_after)(self.lifecycle, self.last_seq))
             return
         await self._send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]}])
+
+    async def lifecycle_delta(self, message: dict) -> None:
+        """Streamed model output from a generator (channel-layer type ``lifecycle.delta``)."""
+        if not self.finished:
+            await self.send_json(
+                {
+                    "type": "delta",
+                    "lifecycle_id": str(self.lifecycle.id),
+                    "event": "generation.delta",
+                    **message["delta"],
+                }
+            )
 
     async def _send_events(self, events: list[dict]) -> None:
         for event in events:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+from lifecycle.streaming import live_group as lifecycle_group
 
-def lifecycle_group(lifecycle_id: str) -> str:
-    return f"lifecycle.{lifecycle_id}"
+__all__ = ["lifecycle_group", "subscriber_group"]
 
 
 def subscriber_group(project_id: str, user_id: str) -> str:

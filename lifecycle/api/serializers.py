@@ -85,6 +85,8 @@ class LifecycleCreateSerializer(serializers.Serializer):
         latency = value.get("latency_ms", 0)
         if not isinstance(latency, int | float) or isinstance(latency, bool) or not 0 <= latency <= 600_000:
             raise serializers.ValidationError({"latency_ms": "Must be a number of milliseconds, 0 to 600000."})
+        if not isinstance(value.get("stream", False), bool):
+            raise serializers.ValidationError({"stream": "Must be true or false."})
         return value
 
     def validate_metadata(self, value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from django.conf import settings
 
-from lifecycle.providers.base import Generation, GenerationRequest, ProviderError, post_json
+from lifecycle.providers.base import Generation, GenerationRequest, OnDelta, ProviderError, post_json
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -13,7 +13,10 @@ PASSTHROUGH_PARAMS = ("temperature", "top_p", "top_k", "stop_sequences")
 
 
 class AnthropicProvider:
-    async def generate(self, request: GenerationRequest, *, client: httpx.AsyncClient) -> Generation:
+    async def generate(
+        self, request: GenerationRequest, *, client: httpx.AsyncClient, on_delta: OnDelta | None = None
+    ) -> Generation:
+        # Answers arrive whole here (streaming is implemented for openai/* and echo/*).
         system = "\n".join(str(m.get("content", "")) for m in request.messages if m.get("role") == "system")
         body = {
             "model": request.model,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,8 +43,16 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
+# Called with each piece of text as a streaming provider produces it.
+OnDelta = Callable[[str], Awaitable[None]]
+
+
 class Provider(Protocol):
-    async def generate(self, request: GenerationRequest, *, client: httpx.AsyncClient) -> Generation: ...
+    async def generate(
+        self, request: GenerationRequest, *, client: httpx.AsyncClient, on_delta: OnDelta | None = None
+    ) -> Generation:
+        """Produce the answer. With ``on_delta`` (the lifecycle asked for ``params.stream``) a provider that
+        can stream reports text as it comes; the returned ``Generation`` still holds all of it."""
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -71,6 +81,22 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
 
 
+def _raise_for_status(response: httpx.Response, body_text: str) -> None:
+    if response.status_code == 429 or response.status_code >= 500:
+        raise ProviderError(
+            f"provider answered {response.status_code}",
+            retryable=True,
+            http_status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if response.status_code >= 400:
+        raise ProviderError(
+            f"provider refused the request ({response.status_code}): {body_text[:300]}",
+            retryable=False,
+            http_status=response.status_code,
+        )
+
+
 async def post_json(
     client: httpx.AsyncClient, url: str, *, headers: dict[str, str], body: dict[str, Any], timeout: float
 ) -> tuple[int, dict[str, Any]]:
@@ -81,20 +107,32 @@ async def post_json(
         raise ProviderError(f"timed out after {timeout:.0f}s", retryable=True) from exc
     except httpx.TransportError as exc:
         raise ProviderError(f"connection failed: {exc.__class__.__name__}", retryable=True) from exc
-    if response.status_code == 429 or response.status_code >= 500:
-        raise ProviderError(
-            f"provider answered {response.status_code}",
-            retryable=True,
-            http_status=response.status_code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    if response.status_code >= 400:
-        raise ProviderError(
-            f"provider refused the request ({response.status_code}): {response.text[:300]}",
-            retryable=False,
-            http_status=response.status_code,
-        )
+    _raise_for_status(response, response.text)
     try:
         return response.status_code, response.json()
     except ValueError as exc:
         raise ProviderError("provider answered with invalid JSON", retryable=True, http_status=200) from exc
+
+
+async def post_sse(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str], body: dict[str, Any], timeout: float
+) -> AsyncIterator[dict[str, Any]]:
+    """POST and yield each server-sent event's JSON ``data`` until ``[DONE]``; faults as in :func:`post_json`."""
+    try:
+        async with client.stream("POST", url, headers=headers, json=body, timeout=timeout) as response:
+            if response.status_code >= 400:
+                _raise_for_status(response, (await response.aread()).decode(errors="replace"))
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    yield json.loads(data)
+                except ValueError as exc:
+                    raise ProviderError("provider streamed invalid JSON", retryable=True, http_status=200) from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"timed out after {timeout:.0f}s", retryable=True) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError(f"connection failed: {exc.__class__.__name__}", retryable=True) from exc

@@ -21,6 +21,27 @@ lock = threading.Lock()
 
 
 class Handler(JsonHandler):
+    def _stream(self, model: str, reply: str) -> None:
+        """Server-sent events, a word per chunk, then usage and [DONE], as the Chat Completions API streams."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        words = reply.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == len(words) - 1 else word + " "
+            chunk = {
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": piece}}],
+            }
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(0.02)
+        usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(words)}}
+        self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        self.close_connection = True
+
     def do_GET(self) -> None:
         with lock:
             self._send(200, json.dumps(dict(calls)).encode())
@@ -53,6 +74,8 @@ class Handler(JsonHandler):
                 "system_seen": request.get("system", ""),
             }
             self._send(200, json.dumps(body).encode())
+        elif kind == "ok" and request.get("stream"):
+            self._stream(model, script.get("reply", "hi"))
         elif kind == "ok":
             body = {
                 "id": "chatcmpl-fake",

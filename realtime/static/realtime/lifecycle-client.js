@@ -4,6 +4,7 @@
 //   const socket = new LifecycleSocket({
 //     url: created.links.websocket, token: created.ws_token,
 //     onSnapshot: (lifecycle) => {}, onEvent: (event) => {},
+//     onDelta: (text, offset) => {},  // streamed model output (params.stream), coalesced
 //     onCompleted: (result, event) => {}, onFailed: (error, event) => {},
 //     onConnection: (state) => {},   // "connecting" | "open" | "reconnecting" | "closed"
 //   });
@@ -22,13 +23,14 @@ export class LifecycleSocket {
     since = 0,
     onSnapshot = () => {},
     onEvent = () => {},
+    onDelta = () => {},
     onCompleted = () => {},
     onFailed = () => {},
     onConnection = () => {},
     maxBackoffMs = 10000,
     maxReconnects = 20,
   }) {
-    Object.assign(this, { url, token, onSnapshot, onEvent, onCompleted, onFailed, onConnection });
+    Object.assign(this, { url, token, onSnapshot, onEvent, onDelta, onCompleted, onFailed, onConnection });
     this.lastSeq = since;
     this.maxBackoffMs = maxBackoffMs;
     this.maxReconnects = maxReconnects;
@@ -77,6 +79,10 @@ export class LifecycleSocket {
   #handle(message) {
     if (message.type === "snapshot") {
       this.onSnapshot(message.lifecycle);
+      return;
+    }
+    if (message.type === "delta") {
+      if (!this.finished) this.onDelta(message.text, message.offset);
       return;
     }
     if (message.type !== "event" || message.seq <= this.lastSeq) return;

@@ -1,0 +1,57 @@
+"""The browser ES module (realtime/static/realtime/lifecycle-client.js) on its own, in headless Chromium."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lifecycle.helpers import create, timeline
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+RUN_CLIENT = """
+async ([url, token]) => {
+  const { LifecycleSocket } = await import("/static/realtime/lifecycle-client.js");
+  window.seen = { events: [], deltas: "", states: [], final: null };
+  const socket = new LifecycleSocket({
+    url, token, maxBackoffMs: 500,
+    onEvent: (e) => window.seen.events.push(e.seq),
+    onDelta: (text) => { window.seen.deltas += text; },
+    onConnection: (state) => window.seen.states.push(state),
+    onCompleted: (result) => { window.seen.final = { result }; },
+    onFailed: (error) => { window.seen.final = { error }; },
+  });
+  socket.connect();
+}
+"""
+
+
+def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_or_repeats(api, stack, browser_page):
+    page = browser_page
+    page.goto(f"{stack.base_url}/demo/")  # any page of the origin, to import the module from
+    lifecycle = create(api, {"model": "echo/x", "prompt": "resilient", "params": {"latency_ms": 4000}})
+
+    page.evaluate(RUN_CLIENT, [lifecycle["links"]["websocket"], lifecycle["ws_token"]])
+    page.wait_for_function("window.seen.events.length >= 2", timeout=20_000)
+    stack.kill("web")  # every socket drops at once
+    stack.start("web")
+    page.wait_for_function("window.seen.final !== null", timeout=30_000)
+
+    seen = page.evaluate("window.seen")
+    assert seen["final"] == {"result": "resilient"}
+    assert seen["events"] == [e["seq"] for e in timeline(api, lifecycle["id"])]
+    assert "reconnecting" in seen["states"]
+    assert seen["states"][-1] == "closed"
+
+
+def test_the_module_passes_streamed_output_to_on_delta(api, stack, browser_page):
+    page = browser_page
+    page.goto(f"{stack.base_url}/demo/")
+    prompt = "one two three four five six seven eight"
+    lifecycle = create(api, {"model": "echo/x", "prompt": prompt, "params": {"latency_ms": 1000, "stream": True}})
+
+    page.evaluate(RUN_CLIENT, [lifecycle["links"]["websocket"], lifecycle["ws_token"]])
+    page.wait_for_function("window.seen.final !== null", timeout=20_000)
+
+    seen = page.evaluate("window.seen")
+    assert seen["deltas"] == prompt
+    assert seen["final"] == {"result": prompt}
