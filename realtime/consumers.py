@@ -27,7 +27,7 @@ from lifecycle import selectors
 from lifecycle.models import Lifecycle
 from lifecycle.states import TERMINAL
 from realtime import limits, tokens
-from realtime.groups import lifecycle_group
+from realtime.groups import lifecycle_group, subscriber_group
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +178,41 @@ def friendly_error(error: dict | None) -> dict:
         "message": error.get("message", "Something went wrong."),
         "step": error.get("step"),
     }
+
+
+class SubscriberConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/subscriber?token=<subscriber token>``: the live events of every lifecycle of one subscriber
+    (``subscriber.user_id``) of one project, as the bridge routes them by the trusted identity in the Kafka
+    headers. Live only: for catch-up, open the lifecycle's own socket with ``since``."""
+
+    group: str | None = None
+    counted_token: str | None = None
+
+    async def connect(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+        token = (query.get("token") or [""])[0]
+        scope = tokens.verify(token)
+        if scope is None or scope.user_id is None:
+            await self.close()  # only subscriber-scoped tokens open this stream
+            return
+        if not await limits.acquire(token):
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
+            return
+        self.counted_token = token
+        self.group = subscriber_group(scope.project_id, scope.user_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.counted_token:
+            await limits.release(self.counted_token)
+
+    async def lifecycle_event(self, message: dict) -> None:
+        event = message["event"]
+        await self.send_json(
+            {"type": "event", "lifecycle_id": event["lifecycle_id"]}
+            | {k: event[k] for k in ("seq", "event", "at", "data")}
+        )

@@ -159,3 +159,33 @@ def test_a_token_holds_a_limited_number_of_sockets(api, stack):
 
     assert code == 4429
     assert first["type"] == "snapshot"
+
+
+def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_elses(api, stack):
+    token = api.post("/v1/realtime/tokens", json={"user_id": "carol"}).json()["token"]
+    url = f"ws://127.0.0.1:{stack.env['PORT']}/ws/subscriber?token={token}"
+
+    async def scenario():
+        async with websockets.connect(url) as socket:
+            await asyncio.sleep(0.3)  # joined before anything happens
+            carols = await asyncio.to_thread(
+                create, api, {"model": "echo/x", "prompt": "c", "subscriber": {"user_id": "carol"}}
+            )
+            await asyncio.to_thread(create, api, {"model": "echo/x", "prompt": "d", "subscriber": {"user_id": "dave"}})
+            await asyncio.to_thread(create, api, {"model": "echo/x", "prompt": "nobody"})
+            seen = []
+            async with asyncio.timeout(20):
+                while not seen or seen[-1]["event"] != "lifecycle.completed":
+                    seen.append(json.loads(await socket.recv()))
+            await asyncio.sleep(1)  # anything misrouted would have arrived by now
+            try:
+                extra = json.loads(await asyncio.wait_for(socket.recv(), 0.5))
+            except TimeoutError:
+                extra = None
+            return carols, seen, extra
+
+    carols, seen, extra = asyncio.run(scenario())
+
+    assert {m["lifecycle_id"] for m in seen} == {carols["id"]}
+    assert extra is None or extra["lifecycle_id"] == carols["id"]
+    assert refused(f"ws://127.0.0.1:{stack.env['PORT']}/ws/subscriber?token={carols['ws_token']}") == 403
