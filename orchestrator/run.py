@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -34,10 +35,19 @@ def _manage(env: dict[str, str], *args: str) -> str:
 
 
 def _demo_project(env: dict[str, str], state_dir: Path) -> dict:
+    """The demo project and an admin login, made on first run and kept (mode 600) in the state folder."""
     path = state_dir / DEMO_PROJECT_FILE
     if path.exists():
-        return json.loads(path.read_text())
-    demo = json.loads(_manage(env, "createproject", "demo"))
+        demo = json.loads(path.read_text())
+        if "admin_password" in demo:
+            return demo
+    else:
+        demo = json.loads(_manage(env, "createproject", "demo"))
+    demo["admin_password"] = secrets.token_urlsafe(12)
+    _manage(
+        {**env, "DJANGO_SUPERUSER_PASSWORD": demo["admin_password"]},
+        "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@localhost",
+    )  # fmt: skip
     path.write_text(json.dumps(demo))
     path.chmod(0o600)
     return demo
@@ -64,7 +74,7 @@ def _announce_when_ready(port: int, demo: dict, base_url: str) -> None:
                 " AI lifecycle orchestrator is up",
                 f"   API      {base_url}/v1/lifecycles",
                 f"   Docs     {base_url}/docs",
-                f"   Admin    {base_url}/admin/",
+                f"   Admin    {base_url}/admin/  (admin / {demo['admin_password']})",
                 f"   Demo     {base_url}/demo/  (paste the API key below)",
                 f"   Health   {base_url}/readyz",
                 f"   Project  {demo['project_id']}",

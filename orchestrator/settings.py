@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "lifecycle",
     "webhooks",
     "realtime",
+    "console",
 ]
 
 MIDDLEWARE = [
