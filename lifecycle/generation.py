@@ -22,6 +22,7 @@ from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
 from lifecycle.streaming import DeltaStream
+from orchestrator import metrics
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ async def _record_attempt(
         "latency_ms": round(latency_ms, 2),
         "http_status": error.http_status if error else http_status,
     }
+    metrics.PROVIDER_ATTEMPTS.labels(provider=model.split("/", 1)[0], outcome=payload["outcome"]).inc()
     if usage:
         payload["usage"] = usage
     if error:

@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from lifecycle import delivery, outbox, tracing
 from lifecycle.models import ApiKey, Lifecycle, Project, TimelineEvent
-from lifecycle.states import EVENT_FOR_STATUS, ErrorCode, Status, can_transition
+from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
+from orchestrator import metrics
 
 API_KEY_PREFIX = "lk"
 # Timeline payloads are for people reading the timeline, not an archive: anything bigger is cut.
@@ -140,6 +141,11 @@ def _request_generation(lifecycle: Lifecycle) -> None:
     )
 
 
+def _entered(lifecycle: Lifecycle, status: str):
+    """When the lifecycle entered ``status``."""
+    return lifecycle.created_at if status == Status.PENDING else getattr(lifecycle, _STEP_TIMESTAMP[status])
+
+
 _STEP_TIMESTAMP = {
     Status.GENERATING: "generating_at",
     Status.DELIVERING: "delivering_at",
@@ -172,6 +178,7 @@ def transition(
         if only_from is not None and lifecycle.status not in only_from:
             return None
         previous, started = lifecycle.status, lifecycle.updated_at
+        entered_previous = _entered(lifecycle, previous)
         lifecycle.status = to
         setattr(lifecycle, _STEP_TIMESTAMP[to], timezone.now())
         for name, value in (fields or {}).items():
@@ -180,7 +187,18 @@ def transition(
         duration_ms = (timezone.now() - started).total_seconds() * 1000
         _record(lifecycle, event=EVENT_FOR_STATUS[to], payload=event_payload, duration_ms=duration_ms)
         lifecycle.save()
+        transaction.on_commit(lambda: _observe_transition(lifecycle, previous, entered_previous))
         return lifecycle
+
+
+def _observe_transition(lifecycle: Lifecycle, previous: str, entered_previous) -> None:
+    now = timezone.now()
+    metrics.TRANSITIONS.labels(status=lifecycle.status).inc()
+    step = metrics.STEP_OF_STATUS.get(previous)
+    if step and entered_previous:
+        metrics.STEP_SECONDS.labels(step=step).observe((now - entered_previous).total_seconds())
+    if lifecycle.status in TERMINAL:
+        metrics.STEP_SECONDS.labels(step="end_to_end").observe((now - lifecycle.created_at).total_seconds())
 
 
 def record_event(*, lifecycle_id, event: str, payload: dict[str, Any], duration_ms: float | None = None) -> None:

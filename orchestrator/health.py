@@ -8,8 +8,9 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from lifecycle import kafka
 
@@ -59,3 +60,10 @@ def readyz(request) -> JsonResponse:
     return JsonResponse(
         {"status": "ready" if ready else "unavailable", "checks": results}, status=200 if ready else 503
     )
+
+
+@require_GET
+def metrics(request) -> HttpResponse:
+    from orchestrator import metrics as prometheus
+
+    return HttpResponse(prometheus.render(), content_type=CONTENT_TYPE_LATEST)

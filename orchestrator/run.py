@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -99,9 +100,14 @@ def main() -> int:
     print(f"starting the embedded servers in {state_dir} ...", flush=True)
     started = time.monotonic()
     with running(EmbeddedStack.for_environment(state_dir=state_dir)) as stack:
+        # Every process writes its metrics here and the web process adds them up (orchestrator/metrics.py).
+        metrics_dir = state_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
         env = {
             **os.environ,
             **stack.environ(),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "STATE_DIR": str(state_dir),
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -8,6 +8,7 @@ from realtime import views as realtime_views
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("v1/", include("lifecycle.api.urls")),
     path("v1/", include("webhooks.api.urls")),
     path("v1/", include("realtime.api.urls")),

@@ -5,8 +5,10 @@ writes, never anything a client sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import orjson
 from channels.layers import get_channel_layer
@@ -14,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message
 
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
+from orchestrator import metrics
 from orchestrator.process import GracefulExit
 from realtime.groups import lifecycle_group, subscriber_group
 
@@ -74,3 +77,6 @@ class Bridge:
         for group in groups:
             await self.layer.group_send(group, {"type": "lifecycle.event", "event": event})
         self.forwarded += 1
+        with contextlib.suppress(KeyError, ValueError):
+            lag = (datetime.now(UTC) - datetime.fromisoformat(event["at"])).total_seconds()
+            metrics.STEP_SECONDS.labels(step="broadcast").observe(max(0.0, lag))

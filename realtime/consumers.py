@@ -26,6 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from lifecycle import selectors
 from lifecycle.models import Lifecycle
 from lifecycle.states import TERMINAL
+from orchestrator import metrics
 from realtime import limits, tokens
 from realtime.groups import lifecycle_group, subscriber_group
 
@@ -102,6 +103,7 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
         self.lifecycle, self.group = lifecycle, lifecycle_group(str(lifecycle.id))
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.WEBSOCKETS.inc()
         # Read after joining the group: whatever commits from now on also comes through the group.
         lifecycle = await database_sync_to_async(_load)(lifecycle_id)
         self.lifecycle = lifecycle
@@ -116,6 +118,7 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            metrics.WEBSOCKETS.dec()
         if self.counted_token:
             await limits.release(self.counted_token)
 

@@ -52,8 +52,10 @@ def customer_backend():
 def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
     """The service's own processes, from the Procfile, against the test database and the embedded Kafka
     and Redis. Tests talk to them over HTTP, like a customer backend would."""
+    metrics_dir = tmp_path_factory.mktemp("prometheus")
     processes = ServiceProcesses.create(
         log_dir=tmp_path_factory.mktemp("stack"),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         DATABASE_URL=test_database_url(),
         OPENAI_BASE_URL=f"{fake_openai}/v1",
         OPENAI_API_KEY="sk-test",

@@ -20,6 +20,7 @@ from lifecycle import delivery as delivery_routing
 from lifecycle import services as lifecycle_services
 from lifecycle.models import Lifecycle, Project
 from lifecycle.states import ErrorCode, Status
+from orchestrator import metrics
 from webhooks import callbacks, sender, signing, ssrf
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 
@@ -250,6 +251,7 @@ def delivery_attempt(*, delivery_id) -> str | None:
 
 
 def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
+    metrics.WEBHOOK_ATTEMPTS.labels(status_class=metrics.status_class(result.status_code, result.outcome)).inc()
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=delivery.attempt_count,

@@ -22,6 +22,7 @@ from lifecycle.api.serializers import (
 )
 from lifecycle.models import Lifecycle
 from lifecycle.states import Status
+from orchestrator import metrics
 from orchestrator.errors import Conflict
 from realtime import tokens
 
@@ -80,7 +81,7 @@ class LifecycleListCreateView(generics.GenericAPIView):
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise exceptions.ValidationError({"Idempotency-Key": f"At most {MAX_IDEMPOTENCY_KEY} characters."})
         try:
-            lifecycle, _ = services.lifecycle_create(
+            lifecycle, created = services.lifecycle_create(
                 project=request.auth.project,
                 request=serializer.to_request(),
                 idempotency_key=idempotency_key,
@@ -88,6 +89,8 @@ class LifecycleListCreateView(generics.GenericAPIView):
             )
         except services.IdempotencyConflict as exc:
             raise Conflict("This Idempotency-Key was already used with a different request body.") from exc
+        if created:
+            metrics.ACCEPTED.inc()
         return Response(LifecycleAcceptedSerializer(_accepted(lifecycle)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
