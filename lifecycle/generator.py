@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError
 
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
-from orchestrator import db
+from orchestrator import db, logs
 from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
@@ -177,14 +177,22 @@ class Generator:
                 await asyncio.sleep(1)
 
     async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
+        headers = kafka.decode_headers(message.headers())
+        logs.bind(
+            lifecycle_id=(message.key() or b"").decode(errors="replace"),
+            project_id=headers.get("project-id"),
+            traceparent=headers.get("traceparent"),
+        )
         try:
             lifecycle_id = parse_request(message)
             lifecycle = await sync_to_async(services.generation_claim, thread_sensitive=False)(
                 lifecycle_id=lifecycle_id
             )
             if lifecycle is None:
-                return  # already claimed, finished or cancelled: a redelivery
+                log.info("generator: nothing to do (already claimed, finished or cancelled)")
+                return
             self.running[str(lifecycle_id)] = asyncio.current_task()
+            log.info("generator: generating with %s", lifecycle.model)
             try:
                 await generation.generate(lifecycle, client=client)
             except asyncio.CancelledError:

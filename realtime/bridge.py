@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message
 
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
-from orchestrator import metrics
+from orchestrator import logs, metrics
 from orchestrator.process import GracefulExit
 from realtime.groups import lifecycle_group, subscriber_group
 
@@ -74,6 +74,12 @@ class Bridge:
             log.warning("bridge: skipping undecodable event at %s/%s", message.partition(), message.offset())
             return
         event, groups = routed
+        headers = kafka.decode_headers(message.headers())
+        logs.bind(
+            lifecycle_id=event["lifecycle_id"],
+            project_id=headers.get("project-id"),
+            traceparent=headers.get("traceparent"),
+        )
         for group in groups:
             await self.layer.group_send(group, {"type": "lifecycle.event", "event": event})
         self.forwarded += 1

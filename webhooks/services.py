@@ -6,6 +6,7 @@ the due-deliveries sweep queues whatever is due, so a task lost with Redis is qu
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +22,11 @@ from lifecycle import services as lifecycle_services
 from lifecycle.models import Lifecycle, Project
 from lifecycle.states import ErrorCode, Status
 from orchestrator import metrics
+from orchestrator.logs import log_context
 from webhooks import callbacks, sender, signing, ssrf
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+
+log = logging.getLogger(__name__)
 
 GENERATED = "lifecycle.generated"
 EVENT_TYPES = (GENERATED,)
@@ -215,6 +219,11 @@ def delivery_attempt(*, delivery_id) -> str | None:
     if delivery is None:
         return None
     lifecycle = delivery.lifecycle
+    with log_context(lifecycle_id=lifecycle.id, project_id=lifecycle.project_id, traceparent=lifecycle.traceparent):
+        return _attempt(delivery, lifecycle)
+
+
+def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
     if lifecycle.status == Status.CANCELLED:
         # Cancelled while waiting: the backend has nothing to act on any more. (A completed or failed
         # lifecycle's delivery is still sent when an operator resends it.)
@@ -247,6 +256,7 @@ def delivery_attempt(*, delivery_id) -> str | None:
         )
     else:
         _retry_later(delivery, result)
+    log.info("webhook attempt %d to %s: %s", delivery.attempt_count, endpoint.url, result.outcome)
     return result.outcome
 
 

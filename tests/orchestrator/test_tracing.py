@@ -1,0 +1,54 @@
+"""One trace id follows a lifecycle: API → outbox → Kafka headers → generator → webhook → logs."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from lifecycle.models import OutboxMessage
+from tests.lifecycle.helpers import create, wait_status
+from tests.webhooks.helpers import endpoint, received
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue  # celery's banner, daphne's access log
+    return lines
+
+
+def test_the_callers_trace_id_reaches_kafka_headers_the_webhook_and_every_processs_logs(api, stack, customer_backend):
+    _, scenario = endpoint(api, customer_backend, "500,data")
+    trace_id = secrets.token_hex(16)
+    caller = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+    lifecycle = create(api, {"model": "echo/x", "prompt": "trace me"}, traceparent=caller)
+    wait_status(api, lifecycle["id"], timeout=30)
+
+    messages = OutboxMessage.objects.filter(key=lifecycle["id"])
+    assert messages.count() >= 8
+    assert {m.headers["traceparent"].split("-")[1] for m in messages} == {trace_id}
+    webhooks = received(customer_backend, scenario)
+    assert [w["traceparent"].split("-")[1] for w in webhooks] == [trace_id, trace_id]
+    for process in ("generator", "worker"):
+        ours = [line for line in json_lines(stack.log(process)) if line.get("lifecycle_id") == lifecycle["id"]]
+        assert ours, f"no log line of {process} names the lifecycle"
+        assert all(line["trace_id"] == trace_id for line in ours), process
+        assert all(line["project_id"] == str(api.project.id) for line in ours), process
+        assert all(line["process"] == process for line in ours)
+
+
+def test_a_request_without_traceparent_starts_a_new_trace(api):
+    one = create(api, {"model": "echo/x", "prompt": "a"})
+    two = create(api, {"model": "echo/x", "prompt": "b"})
+
+    first = OutboxMessage.objects.filter(key=one["id"]).first().headers["traceparent"]
+    second = OutboxMessage.objects.filter(key=two["id"]).first().headers["traceparent"]
+    assert first.split("-")[1] != second.split("-")[1]
