@@ -484,3 +484,30 @@ def lifecycle_replay(*, lifecycle: Lifecycle, traceparent: str | None = None) ->
         replay_of=lifecycle,
     )
     return replay
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+# What a pruned timeline payload keeps: enough to read the step, none of the content.
+KEPT_ON_PRUNE = ("from", "model", "attempt", "outcome", "http_status", "status_code", "latency_ms", "retryable")
+
+
+def timeline_prune(*, older_than: timedelta, batch: int = 5000) -> int:
+    """Cut the payloads of timeline events older than ``older_than`` down to their summary keys (error codes
+    included). Events, their order and timing, and the lifecycles' own status/result/error stay whole."""
+    cutoff = timezone.now() - older_than
+    pruned = 0
+    while True:
+        events = list(
+            TimelineEvent.objects.filter(at__lt=cutoff).exclude(payload__has_key="pruned").only("id", "payload")[:batch]
+        )
+        if not events:
+            return pruned
+        for event in events:
+            kept = {k: v for k, v in (event.payload or {}).items() if k in KEPT_ON_PRUNE}
+            error = (event.payload or {}).get("error")
+            if isinstance(error, dict):
+                kept["error"] = {k: error[k] for k in ("code", "step") if k in error}
+            event.payload = {**kept, "pruned": True}
+        TimelineEvent.objects.bulk_update(events, ["payload"])
+        pruned += len(events)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 
 from lifecycle import services
 
@@ -17,3 +19,8 @@ def reconcile_stuck() -> int:
     if redriven:
         log.warning("reconciler: re-drove %d stuck lifecycles", redriven)
     return redriven
+
+
+@shared_task(name="lifecycle.tasks.prune_timelines")
+def prune_timelines() -> int:
+    return services.timeline_prune(older_than=timedelta(days=settings.RETENTION_DAYS))

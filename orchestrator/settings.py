@@ -106,6 +106,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.queue_due_deliveries",
         "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_S", default=1.0),
     },
+    "prune-timelines": {"task": "lifecycle.tasks.prune_timelines", "schedule": 3600.0},
+    "prune-deliveries": {"task": "webhooks.tasks.prune_deliveries", "schedule": 3600.0},
     "expire-callbacks": {
         "task": "webhooks.tasks.expire_callbacks",
         "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
@@ -138,6 +140,9 @@ PROVIDER_TIMEOUT_S = env.float("PROVIDER_TIMEOUT_S", default=60.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
 # A lifecycle still pending this long after its last outbox publication is re-published.
 RECONCILE_AFTER_S = env.int("RECONCILE_AFTER_S", default=30)
+
+# Timeline payloads and webhook bodies older than this are pruned to their summary (hourly sweep).
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=30)
 
 # Per-project API rate limit (requests per second), counted in Redis so it holds across web processes.
 RATE_LIMIT_PER_S = env.int("RATE_LIMIT_PER_S", default=2000)

@@ -371,3 +371,15 @@ def deliveries_queue_due(*, limit: int = 1000) -> int:
         for delivery_id in due:
             _queue_attempt(delivery_id)
     return len(due)
+
+
+def deliveries_prune(*, older_than: timedelta) -> int:
+    """Drop the bodies of finished deliveries (the generated output, the callback token) and the response
+    excerpts of their attempts once they are older than ``older_than``; statuses and attempts stay."""
+    cutoff = timezone.now() - older_than
+    finished = Delivery.objects.filter(created_at__lt=cutoff).exclude(
+        status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+    )
+    pruned = finished.exclude(payload={}).update(payload={})
+    DeliveryAttempt.objects.filter(delivery__in=finished).exclude(response_excerpt="").update(response_excerpt="")
+    return pruned

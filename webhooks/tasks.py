@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 
 from lifecycle import services as lifecycle_services
 from webhooks import services
@@ -21,3 +24,8 @@ def queue_due_deliveries() -> int:
 @shared_task(name="webhooks.tasks.expire_callbacks")
 def expire_callbacks() -> int:
     return lifecycle_services.lifecycles_expire_callbacks()
+
+
+@shared_task(name="webhooks.tasks.prune_deliveries")
+def prune_deliveries() -> int:
+    return services.deliveries_prune(older_than=timedelta(days=settings.RETENTION_DAYS))
