@@ -22,7 +22,7 @@ from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
 from lifecycle.streaming import DeltaStream
-from orchestrator import metrics
+from orchestrator import metrics, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
         for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
             started = time.perf_counter()
             try:
-                generation = await PROVIDERS[provider_name].generate(request, client=client, on_delta=on_delta)
+                with telemetry.span("provider.attempt", model=model, attempt=attempt + 1):
+                    generation = await PROVIDERS[provider_name].generate(request, client=client, on_delta=on_delta)
             except ProviderError as exc:
                 latency_ms = (time.perf_counter() - started) * 1000
                 await _record_attempt(lifecycle, model, attempt, latency_ms, error=exc)

@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError
 
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
-from orchestrator import db, logs
+from orchestrator import db, logs, telemetry
 from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,8 @@ class Generator:
             self.running[str(lifecycle_id)] = asyncio.current_task()
             log.info("generator: generating with %s", lifecycle.model)
             try:
-                await generation.generate(lifecycle, client=client)
+                with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=str(lifecycle.id)):
+                    await generation.generate(lifecycle, client=client)
             except asyncio.CancelledError:
                 if self.stop.requested:
                     raise

@@ -254,7 +254,7 @@ def lifecycle_create(
                 status=Status.PENDING,
                 idempotency_key=idempotency_key or None,
                 request_hash=fingerprint,
-                traceparent=tracing.new_span(traceparent),
+                traceparent=traceparent if tracing.trace_id(traceparent or "") else tracing.new_span(None),
                 replay_of=replay_of,
                 lease_expires_at=timezone.now() + timedelta(seconds=settings.RECONCILE_AFTER_S),
                 **request.__dict__,

@@ -17,5 +17,6 @@ def new_span(traceparent: str | None = None) -> str:
 
 
 def trace_id(traceparent: str) -> str:
+    """The trace id of a valid traceparent, else ``""``."""
     match = _TRACEPARENT.match(traceparent or "")
-    return match.group(1) if match else ""
+    return match.group(1) if match and match.group(1) != "0" * 32 else ""

@@ -21,7 +21,7 @@ from lifecycle import delivery as delivery_routing
 from lifecycle import services as lifecycle_services
 from lifecycle.models import Lifecycle, Project
 from lifecycle.states import ErrorCode, Status
-from orchestrator import metrics
+from orchestrator import metrics, telemetry
 from orchestrator.logs import log_context
 from webhooks import callbacks, sender, signing, ssrf
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
@@ -240,9 +240,10 @@ def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
         headers = signing.signed_headers(
             signing_secrets(endpoint, now), delivery.webhook_id, int(now.timestamp()), body
         )
-        if lifecycle.traceparent:
-            headers["traceparent"] = lifecycle.traceparent
-        result = sender.send(endpoint.url, headers=headers, body=body)
+        # Each attempt is a span of the lifecycle's trace; the receiver gets the span's own traceparent.
+        with telemetry.span("webhook.attempt", parent=lifecycle.traceparent, attempt=delivery.attempt_count) as span:
+            headers["traceparent"] = span
+            result = sender.send(endpoint.url, headers=headers, body=body)
     _record_attempt(delivery, now, result)
     if result.outcome == "succeeded":
         _succeeded(delivery)

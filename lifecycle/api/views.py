@@ -22,7 +22,7 @@ from lifecycle.api.serializers import (
 )
 from lifecycle.models import Lifecycle
 from lifecycle.states import Status
-from orchestrator import metrics
+from orchestrator import metrics, telemetry
 from orchestrator.errors import Conflict
 from realtime import tokens
 
@@ -81,12 +81,13 @@ class LifecycleListCreateView(generics.GenericAPIView):
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise exceptions.ValidationError({"Idempotency-Key": f"At most {MAX_IDEMPOTENCY_KEY} characters."})
         try:
-            lifecycle, created = services.lifecycle_create(
-                project=request.auth.project,
-                request=serializer.to_request(),
-                idempotency_key=idempotency_key,
-                traceparent=request.headers.get("traceparent"),
-            )
+            with telemetry.span("lifecycle.accept", parent=request.headers.get("traceparent")) as traceparent:
+                lifecycle, created = services.lifecycle_create(
+                    project=request.auth.project,
+                    request=serializer.to_request(),
+                    idempotency_key=idempotency_key,
+                    traceparent=traceparent,
+                )
         except services.IdempotencyConflict as exc:
             raise Conflict("This Idempotency-Key was already used with a different request body.") from exc
         if created:

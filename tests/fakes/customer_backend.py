@@ -34,9 +34,12 @@ received: dict[str, list[dict]] = defaultdict(list)
 lock = threading.Lock()
 
 
-def call_back(payload: dict, body: dict) -> None:
+def call_back(payload: dict, body: dict, traceparent: str | None = None) -> None:
     callback = payload["data"]["callback"]
-    httpx.post(callback["url"], json=body, headers={"Authorization": f"Bearer {callback['token']}"}, timeout=10)
+    headers = {"Authorization": f"Bearer {callback['token']}"}
+    if traceparent:
+        headers["traceparent"] = traceparent  # continue the webhook's trace, as docs/webhooks.md suggests
+    httpx.post(callback["url"], json=body, headers=headers, timeout=10)
 
 
 def callback_body(step: str, payload: dict) -> dict:
@@ -97,12 +100,13 @@ class Handler(JsonHandler):
         elif step == "abort":
             self._send(410, b'{"error": "gone"}', {"webhook-delivery": "abort-message"})
         elif step == "inline":
-            call_back(payload, callback_body("data", payload))
+            call_back(payload, callback_body("data", payload), headers.get("traceparent"))
             self._send(200)
         else:
             self._send(200)
             if step in ("data", "error"):
-                threading.Thread(target=call_back, args=(payload, callback_body(step, payload))).start()
+                args = (payload, callback_body(step, payload), headers.get("traceparent"))
+                threading.Thread(target=call_back, args=args).start()
 
 
 if __name__ == "__main__":

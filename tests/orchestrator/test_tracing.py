@@ -7,11 +7,11 @@ import secrets
 
 import pytest
 
-from lifecycle.models import OutboxMessage
+from lifecycle.models import Lifecycle, OutboxMessage
 from tests.lifecycle.helpers import create, wait_status
 from tests.webhooks.helpers import endpoint, received
 
-pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def json_lines(text: str) -> list[dict]:
@@ -24,6 +24,7 @@ def json_lines(text: str) -> list[dict]:
     return lines
 
 
+@pytest.mark.stack
 def test_the_callers_trace_id_reaches_kafka_headers_the_webhook_and_every_processs_logs(api, stack, customer_backend):
     _, scenario = endpoint(api, customer_backend, "500,data")
     trace_id = secrets.token_hex(16)
@@ -37,6 +38,10 @@ def test_the_callers_trace_id_reaches_kafka_headers_the_webhook_and_every_proces
     assert {m.headers["traceparent"].split("-")[1] for m in messages} == {trace_id}
     webhooks = received(customer_backend, scenario)
     assert [w["traceparent"].split("-")[1] for w in webhooks] == [trace_id, trace_id]
+    # Each attempt is a span of its own, a child in the lifecycle's trace.
+    stored = Lifecycle.objects.get(id=lifecycle["id"]).traceparent
+    span_ids = {w["traceparent"].split("-")[2] for w in webhooks}
+    assert len(span_ids) == 2 and stored.split("-")[2] not in span_ids
     for process in ("generator", "worker"):
         ours = [line for line in json_lines(stack.log(process)) if line.get("lifecycle_id") == lifecycle["id"]]
         assert ours, f"no log line of {process} names the lifecycle"
@@ -45,6 +50,7 @@ def test_the_callers_trace_id_reaches_kafka_headers_the_webhook_and_every_proces
         assert all(line["process"] == process for line in ours)
 
 
+@pytest.mark.stack
 def test_a_request_without_traceparent_starts_a_new_trace(api):
     one = create(api, {"model": "echo/x", "prompt": "a"})
     two = create(api, {"model": "echo/x", "prompt": "b"})
@@ -52,3 +58,30 @@ def test_a_request_without_traceparent_starts_a_new_trace(api):
     first = OutboxMessage.objects.filter(key=one["id"]).first().headers["traceparent"]
     second = OutboxMessage.objects.filter(key=two["id"]).first().headers["traceparent"]
     assert first.split("-")[1] != second.split("-")[1]
+
+
+def test_the_api_records_an_accept_span_continuing_the_callers_trace(admin_client):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from orchestrator import telemetry
+    from tests.conftest import make_project
+
+    exporter = InMemorySpanExporter()
+    telemetry.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _, api_key = make_project()
+    trace_id, parent_span = secrets.token_hex(16), secrets.token_hex(8)
+
+    response = admin_client.post(
+        "/v1/lifecycles",
+        {"model": "echo/x", "prompt": "spans"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_key}", "traceparent": f"00-{trace_id}-{parent_span}-01"},
+    )
+
+    assert response.status_code == 202
+    (accept,) = [s for s in exporter.get_finished_spans() if s.name == "lifecycle.accept"]
+    assert f"{accept.context.trace_id:032x}" == trace_id
+    assert f"{accept.parent.span_id:016x}" == parent_span
+    stored = Lifecycle.objects.get(id=response.json()["id"]).traceparent
+    assert stored == f"00-{trace_id}-{accept.context.span_id:016x}-01"

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lifecycle import selectors as lifecycle_selectors
+from orchestrator import telemetry
 from orchestrator.errors import error_body
 from webhooks import callbacks, services
 from webhooks.api.serializers import (
@@ -133,9 +134,11 @@ class CallbackView(APIView):
         try:
             if scheme != "Bearer" or not token:
                 raise callbacks.InvalidToken("Send the callback token as 'Authorization: Bearer <token>'.")
-            lifecycle, applied = callbacks.callback_accept(
-                lifecycle_id=str(lifecycle_id), token=token.strip(), body=request.data
-            )
+            # The backend sends back the webhook's traceparent (docs/webhooks.md), continuing the trace.
+            with telemetry.span("lifecycle.callback", parent=request.headers.get("traceparent")):
+                lifecycle, applied = callbacks.callback_accept(
+                    lifecycle_id=str(lifecycle_id), token=token.strip(), body=request.data
+                )
         except callbacks.CallbackRejected as exc:
             return Response(error_body(exc.code, str(exc)), status=exc.status_code)
         return Response({"lifecycle_id": str(lifecycle.id), "status": lifecycle.status, "applied": applied})
