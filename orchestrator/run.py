@@ -45,10 +45,7 @@ def _demo_project(env: dict[str, str], state_dir: Path) -> dict:
     else:
         demo = json.loads(_manage(env, "createproject", "demo"))
     demo["admin_password"] = secrets.token_urlsafe(12)
-    _manage(
-        {**env, "DJANGO_SUPERUSER_PASSWORD": demo["admin_password"]},
-        "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@localhost",
-    )  # fmt: skip
+    _manage({**env, "DJANGO_SUPERUSER_PASSWORD": demo["admin_password"]}, "ensureadmin", "--username", "admin")
     path.write_text(json.dumps(demo))
     path.chmod(0o600)
     return demo

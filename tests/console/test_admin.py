@@ -139,3 +139,17 @@ def test_the_console_requires_a_staff_login(client):
 
     assert response.status_code == 302
     assert "/admin/login/" in response.url
+
+
+def test_ensureadmin_creates_then_resets_the_console_login(monkeypatch):
+    from django.contrib.auth import authenticate
+    from django.core.management import call_command
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "first password")
+    call_command("ensureadmin")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "second password")
+    call_command("ensureadmin")
+
+    assert authenticate(username="admin", password="first password") is None
+    user = authenticate(username="admin", password="second password")
+    assert user is not None and user.is_superuser and user.is_staff
