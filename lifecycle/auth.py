@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from lifecycle.models import ApiKey
@@ -29,3 +30,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 class IsProjectMember(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, ApiKey)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes API key authentication."""
+
+    target_class = "lifecycle.auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A project API key: `Bearer lk_…`"}

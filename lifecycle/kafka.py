@@ -50,13 +50,17 @@ def admin_client() -> AdminClient:
     return AdminClient(_base_config())
 
 
-def ensure_topics(*, timeout: float = 10.0) -> None:
+def ensure_topics(*, timeout: float = 10.0, partitions: int | None = None) -> None:
     """Create the service's topics if missing. Every process calls this on start: a broker that restarted
     empty (the embedded one keeps its log in memory) gets them back."""
     admin = admin_client()
     existing = admin.list_topics(timeout=timeout).topics
     missing = [
-        NewTopic(topic, num_partitions=settings.KAFKA_TOPIC_PARTITIONS, replication_factor=1)
+        NewTopic(
+            topic,
+            num_partitions=partitions or settings.KAFKA_TOPIC_PARTITIONS,
+            replication_factor=settings.KAFKA_REPLICATION_FACTOR,
+        )
         for topic in TOPICS
         if topic not in existing
     ]

@@ -24,7 +24,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, running
+from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, running, unconfigured
 
 DEMO_PROJECT_FILE = "demo-project.json"
 
@@ -96,6 +96,7 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     print(f"starting the embedded servers in {state_dir} ...", flush=True)
     started = time.monotonic()
+    all_embedded = all(unconfigured().values())
     with running(EmbeddedStack.for_environment(state_dir=state_dir)) as stack:
         # Every process writes its metrics here and the web process adds them up (orchestrator/metrics.py).
         metrics_dir = state_dir / "prometheus"
@@ -105,6 +106,8 @@ def main() -> int:
             **os.environ,
             **stack.environ(),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            # The settings see server URLs now; the embedded stack is still a development setup.
+            "DEBUG": os.environ.get("DEBUG", "true" if all_embedded else "false"),
             "STATE_DIR": str(state_dir),
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

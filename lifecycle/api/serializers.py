@@ -59,7 +59,7 @@ class ResponseFormatSerializer(serializers.Serializer):
         return attrs
 
 
-class DeliverySerializer(serializers.Serializer):
+class DeliveryRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=delivery_routing.MODES, required=False)
     endpoint_id = serializers.UUIDField(required=False)
     callback_timeout_s = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False)
@@ -77,7 +77,7 @@ class LifecycleCreateSerializer(serializers.Serializer):
     params = serializers.DictField(required=False, default=dict)
     response_format = ResponseFormatSerializer(required=False, allow_null=True, default=None)
     fallbacks = serializers.ListField(child=ModelField(), required=False, default=list, max_length=MAX_FALLBACKS)
-    delivery = DeliverySerializer(required=False, default=dict)
+    delivery = DeliveryRequestSerializer(required=False, default=dict)
     metadata = serializers.DictField(required=False, default=dict)
     subscriber = SubscriberSerializer(required=False, default=dict)
 

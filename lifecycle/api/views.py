@@ -95,12 +95,13 @@ class LifecycleListCreateView(generics.GenericAPIView):
         return Response(LifecycleAcceptedSerializer(_accepted(lifecycle)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
+        operation_id="lifecycles_list",
         parameters=[
             OpenApiParameter("status", str, enum=list(Status.values)),
             OpenApiParameter("created_after", str),
             OpenApiParameter("created_before", str),
             OpenApiParameter("limit", int),
-        ]
+        ],
     )
     def get(self, request: Request) -> Response:
         status_filter = request.query_params.get("status")

@@ -1,0 +1,122 @@
+"""The deployment files and production settings: the compose file parses and mirrors the Procfile, the
+image is hardened, and `check --deploy` is clean with production settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from orchestrator.embedded import PROJECT_DIR
+from tests.processes import PROCFILE
+
+COMPOSE = PROJECT_DIR / "docker" / "compose.yaml"
+DOCKERFILE = PROJECT_DIR / "docker" / "Dockerfile"
+ONE_SHOT_JOBS = {"migrate", "topics"}
+SERVERS = {"postgres", "redpanda", "redis"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """The compose file as docker-compose resolves it (anchors, merges, variables), without an engine."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
+    resolved = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config"],
+        env={**os.environ, "SECRET_KEY": "test-secret"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return yaml.safe_load(resolved.stdout)
+
+
+def test_the_compose_file_runs_every_procfile_process_as_its_own_service(compose):
+    services = compose["services"]
+    processes = {name for name, service in services.items() if "build" in service} - ONE_SHOT_JOBS
+
+    assert processes == set(PROCFILE)
+    for name, command_line in PROCFILE.items():
+        compose_command = " ".join(services[name]["command"])
+        fixed_words = [w for w in command_line.split() if "$" not in w and not w.startswith("PROCESS_NAME=")]
+        assert all(word in compose_command.split() for word in fixed_words), (name, compose_command)
+        assert services[name]["environment"]["PROCESS_NAME"] == name
+        assert services[name]["environment"]["DEBUG"] == "false"
+
+
+def test_processes_start_only_once_servers_are_healthy_and_jobs_have_run(compose):
+    services = compose["services"]
+
+    for server in SERVERS:
+        assert services[server]["healthcheck"]["test"], server
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["topics"]["depends_on"] == {"redpanda": {"condition": "service_healthy"}}
+    for name in PROCFILE:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["topics"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+    assert "createtopics" in services["topics"]["command"]
+
+
+def test_the_image_is_multi_stage_pinned_non_root_and_health_checked():
+    dockerfile = DOCKERFILE.read_text()
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+
+    assert len(bases) >= 2  # a build stage and a slim runtime stage
+    assert all(re.search(r":\d+\.\d+\.\d+", base) for base in bases), bases  # pinned, never :latest
+    assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "WEBHOOK_ALLOWED_NETWORKS")}
+    return {
+        **env,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "PUBLIC_BASE_URL": "https://lifecycles.example.com",
+        **overrides,
+    }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = production_env()
+    del env["SECRET_KEY"]
+
+    result = manage("check", env=env)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is required" in result.stderr
+
+
+def test_production_defaults_are_strict():
+    script = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.WEBHOOK_ALLOWED_NETWORKS, s.SESSION_COOKIE_SECURE, "
+        "s.SECURE_HSTS_SECONDS > 0, s.ALLOWED_HOSTS)"
+    )
+
+    result = manage("shell", "-c", script, env=production_env())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "False [] True True ['lifecycles.example.com', '127.0.0.1', 'localhost']"
