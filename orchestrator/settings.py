@@ -95,11 +95,17 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=embedded.default_database_url())}
-if env.int("DB_POOL_MAX_SIZE", default=0):
+# The web process runs views on short-lived threads (ASGI), where persistent per-thread connections leak
+# until the server runs out of them; it uses psycopg's pool instead. Workers keep persistent connections.
+if env.int("DB_POOL_MAX_SIZE", default=16 if env.str("PROCESS_NAME", default="") == "web" else 0):
     # psycopg's connection pool, per process (Django 5.1+); replaces persistent connections.
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"].get("OPTIONS", {}),
-        "pool": {"min_size": env.int("DB_POOL_MIN_SIZE", default=2), "max_size": env.int("DB_POOL_MAX_SIZE")},
+        "pool": {
+            "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DB_POOL_MAX_SIZE", default=16),
+            "timeout": env.float("DB_POOL_TIMEOUT_S", default=10.0),
+        },
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
@@ -215,7 +221,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Served by whitenoise from the web process; in DEBUG straight from the apps, without collectstatic.
 WHITENOISE_USE_FINDERS = DEBUG
-WHITENOISE_AUTOREFRESH = DEBUG
+# Re-scanning static files on every request costs more than the request itself; opt in when editing them.
+WHITENOISE_AUTOREFRESH = env.bool("WHITENOISE_AUTOREFRESH", default=False)
 
 LOGGING = {
     "version": 1,
@@ -235,6 +242,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Mounts bench/'s synchronous baseline endpoint; only the benchmark runner sets it.
+BENCH_BASELINE = env.bool("BENCH_BASELINE", default=False)
 
 REALTIME_TOKEN_TTL_S = env.int("REALTIME_TOKEN_TTL_S", default=900)
 # Streamed model output is sent to sockets at most this often (coalescing the tokens in between).

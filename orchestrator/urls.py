@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -26,3 +27,8 @@ urlpatterns = [
 
 handler404 = "orchestrator.errors.not_found"
 handler500 = "orchestrator.errors.server_error"
+
+if settings.BENCH_BASELINE:  # the synchronous baseline of bench/, never in production
+    from bench.baseline import sync_generate
+
+    urlpatterns.insert(0, path("bench/sync-generate", sync_generate))

@@ -1,0 +1,235 @@
+"""The benchmark runner: one command starts the stack on the embedded servers, drives load from a separate
+process on loopback, and prints one table per scenario (median of the runs, with min and max).
+
+    .venv/bin/python -m bench.run                  # both scenarios, 3 runs
+    .venv/bin/python -m bench.run --runs 5 --burst 400
+
+Scenarios:
+- burst: the product's claim, side by side in one run. A burst of N requests against the same fake model
+  (8 s latency): the naive synchronous endpoint (`bench/baseline.py` under gunicorn, sync workers) and the
+  lifecycle API (202, then Kafka, generators, ...). Accepted, timed out, completed, time to drain.
+- accept: the accept path (POST /v1/lifecycles, echo model) closed-loop and at a fixed 500/s, as a ratio to
+  GET /healthz on the same web process in the same run (the machine's noise cancels out).
+
+Every run keeps a ledger: lifecycles accepted == completed + failed + in flight at the end, else it is void.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
+from tests.processes import ServiceProcesses
+
+STATE_DIR = DEFAULT_STATE_DIR / "bench"
+GUNICORN_WORKERS = 4
+
+
+def load(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.load", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+class Ledger:
+    """Counts a run's lifecycles straight from the database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conn = psycopg.connect(database_url, autocommit=True)
+
+    def statuses(self, tag: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT status, count(*) FROM lifecycle_lifecycle WHERE metadata->>'run' = %s GROUP BY status", [tag]
+        ).fetchall()
+        return dict(rows)
+
+    def ids(self, tag: str) -> set[str]:
+        rows = self.conn.execute("SELECT id::text FROM lifecycle_lifecycle WHERE metadata->>'run' = %s", [tag])
+        return {row[0] for row in rows.fetchall()}
+
+    def drain_s(self, tag: str) -> float | None:
+        (value,) = self.conn.execute(
+            "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM lifecycle_lifecycle "
+            "WHERE metadata->>'run' = %s",
+            [tag],
+        ).fetchone()
+        return float(value) if value is not None else None
+
+    def settle(self, tag: str, expected: int, timeout: float) -> dict[str, int]:
+        """Wait until every lifecycle of the run is terminal (or the timeout), and return the counts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.statuses(tag)
+            terminal = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+            if terminal >= expected or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+
+
+def balanced(answered_202: list[str], counts: dict[str, int], ledger: Ledger, tag: str) -> bool:
+    """Every 202 the client saw is a row, and every row is completed, failed or still in flight: nothing
+    lost. (A request the client gave up on may still have been accepted: it is a row, counted too.)"""
+    rows = ledger.ids(tag)
+    return set(answered_202) <= rows and sum(counts.values()) == len(rows)
+
+
+def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
+    sync = load("burst", f"{baseline}/bench/sync-generate", key, "--n", str(args.burst),
+                "--timeout", str(args.client_timeout), "--body", json.dumps("hello"))  # fmt: skip
+    tag = uuid.uuid4().hex
+    body = {"model": "openai/bench", "prompt": "hello", "metadata": {"run": tag}}
+    started = time.monotonic()
+    event = load("burst", f"{base}/v1/lifecycles", key, "--n", str(args.burst),
+                 "--timeout", str(args.client_timeout), "--body", json.dumps(body))  # fmt: skip
+    accepted = event["outcomes"].get("202", 0)
+    counts = ledger.settle(tag, accepted, timeout=args.latency_ms / 1000 * 4 + 60)
+    return {
+        "sync_completed": sync["outcomes"].get("200", 0),
+        "sync_timed_out": sync["outcomes"].get("timeout", 0),
+        "sync_drain_s": sync["last_answer_s"],
+        "sync_p50_ms": sync["p50_ms"],
+        "event_accepted": accepted,
+        "event_accept_p99_ms": event["p99_ms"],
+        "event_completed": counts.get("completed", 0),
+        "event_failed": counts.get("failed", 0),
+        "event_drain_s": ledger.drain_s(tag),
+        "event_wall_s": time.monotonic() - started,
+        "ledger_ok": balanced(event["ids"], counts, ledger, tag),
+    }
+
+
+def accept_run(base: str, key: str, ledger: Ledger, args) -> dict:
+    healthz = load("closed", f"{base}/healthz", key, "--seconds", str(args.accept_seconds), "--concurrency", "64")
+    tag = uuid.uuid4().hex
+    body = json.dumps({"model": "echo/bench", "prompt": "hi", "metadata": {"run": tag}})
+    closed = load("closed", f"{base}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
+                  "--concurrency", "64", "--body", body)  # fmt: skip
+    rate = load("rate", f"{base}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
+                "--rate", str(args.rate), "--concurrency", "256", "--body", body)  # fmt: skip
+    accepted = closed["outcomes"].get("202", 0) + rate["outcomes"].get("202", 0)
+    counts = ledger.settle(tag, accepted, timeout=120)
+    return {
+        "healthz_per_s": healthz["rate_per_s"],
+        "accept_per_s": closed["rate_per_s"],
+        "accept_vs_healthz": closed["rate_per_s"] / healthz["rate_per_s"],
+        "closed_p50_ms": closed["p50_ms"],
+        "closed_p99_ms": closed["p99_ms"],
+        "rate_achieved_per_s": rate["rate_per_s"],
+        "rate_p50_ms": rate["p50_ms"],
+        "rate_p99_ms": rate["p99_ms"],
+        "errors": {k: v for k, v in {**closed["outcomes"], **rate["outcomes"]}.items() if k != "202"},
+        "completed_after": counts.get("completed", 0),
+        "ledger_ok": balanced(closed["ids"] + rate["ids"], counts, ledger, tag),
+    }
+
+
+def summarise(runs: list[dict], fields: list[str]) -> list[str]:
+    lines = ["| figure | median | min | max |", "| --- | --- | --- | --- |"]
+    for field in fields:
+        values = [r[field] for r in runs if isinstance(r.get(field), int | float)]
+        if not values:
+            continue
+        fmt = "{:.0f}" if all(abs(v) >= 100 for v in values) else "{:.3g}"
+        median, low, high = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
+        lines.append(f"| {field} | {median} | {low} | {high} |")
+    return lines
+
+
+def main() -> int:
+    # SIGTERM unwinds like Ctrl-C, so the servers and processes this started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scenarios", default="burst,accept")
+    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--latency-ms", type=float, default=8000)
+    parser.add_argument("--client-timeout", type=float, default=30)
+    parser.add_argument("--accept-seconds", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=500)
+    args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
+
+    with running(EmbeddedStack.on_free_ports(STATE_DIR)) as servers:
+        logs = STATE_DIR / "logs"
+        llm_port = free_port()
+        env = {
+            **servers.environ(),
+            "DEBUG": "true",
+            "LOG_LEVEL": "WARNING",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}",
+            "OPENAI_API_KEY": "bench",
+            "PROVIDER_TIMEOUT_S": str(args.latency_ms / 1000 + 30),
+            "GENERATOR_CONCURRENCY": "4000",
+            "RATE_LIMIT_PER_S": "1000000",
+            "BENCH_BASELINE": "true",
+        }
+        os.environ.update(env)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
+        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench"], cwd=PROJECT_DIR,
+                                 check=True, capture_output=True, text=True)  # fmt: skip
+        key = json.loads(created.stdout)["api_key"]
+        llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(llm_port), str(args.latency_ms)],
+                               cwd=PROJECT_DIR)  # fmt: skip
+        stack = ServiceProcesses.create(log_dir=logs, **env)
+        baseline_port = free_port()
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
+             "-b", f"127.0.0.1:{baseline_port}", "--timeout", "120", "--log-level", "warning"],
+            cwd=PROJECT_DIR, env=stack.env,
+        )  # fmt: skip
+        ledger = Ledger(env["DATABASE_URL"])
+        try:
+            stack.start("web", "relay", "generator", "bridge", "worker", "beat")
+            baseline = f"http://127.0.0.1:{baseline_port}"
+            wait_until(lambda: _up(f"{baseline}/healthz"), timeout=30, what="gunicorn")
+            warm = uuid.uuid4().hex
+            load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
+                 "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
+            ledger.settle(warm, 5, timeout=60)
+            results: dict[str, list[dict]] = {s: [] for s in scenarios}
+            for i in range(args.runs):
+                if "burst" in scenarios:
+                    results["burst"].append(burst_run(stack.base_url, baseline, key, ledger, args))
+                if "accept" in scenarios:
+                    results["accept"].append(accept_run(stack.base_url, key, ledger, args))
+                print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
+        finally:
+            for proc in (gunicorn, llm):
+                proc.terminate()
+            stack.stop_all()
+    print(f"\n## burst: {args.burst} requests at once, model latency {args.latency_ms:.0f} ms, client timeout "
+          f"{args.client_timeout:.0f} s (sync: gunicorn, {GUNICORN_WORKERS} sync workers)\n")  # fmt: skip
+    if results.get("burst"):
+        print("\n".join(summarise(results["burst"], list(results["burst"][0]))))
+    if results.get("accept"):
+        print(f"\n## accept path: {args.accept_seconds:.0f} s closed-loop (64 in flight), then {args.rate:.0f}/s\n")
+        print("\n".join(summarise(results["accept"], list(results["accept"][0]))))
+    void = [r for rs in results.values() for r in rs if not r["ledger_ok"]]
+    print(f"\nledger: {'balanced in every run' if not void else f'{len(void)} run(s) VOID'}")
+    return 1 if void else 0
+
+
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
