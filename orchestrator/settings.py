@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -221,6 +222,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Served by whitenoise from the web process; in DEBUG straight from the apps, without collectstatic.
 WHITENOISE_USE_FINDERS = DEBUG
+if DEBUG:
+    # In development files come from the apps (finders); an uncollected STATIC_ROOT is expected.
+    warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 # Re-scanning static files on every request costs more than the request itself; opt in when editing them.
 WHITENOISE_AUTOREFRESH = env.bool("WHITENOISE_AUTOREFRESH", default=False)
 
