@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import jsonschema
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from lifecycle import services
@@ -22,15 +21,11 @@ from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
 from lifecycle.streaming import DeltaStream
-from orchestrator import metrics, telemetry
+from orchestrator import db, metrics, telemetry
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
-
-
-def _db(fn):
-    return sync_to_async(fn, thread_sensitive=False)
 
 
 def backoff_s(attempt: int, retry_after: float | None) -> float:
@@ -107,7 +102,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
             try:
                 output = parse_output(generation.text, lifecycle.response_format)
             except OutputInvalid as exc:
-                await _db(services.lifecycle_fail)(
+                await db.in_thread(services.lifecycle_fail)(
                     lifecycle_id=lifecycle.id,
                     code=ErrorCode.OUTPUT_INVALID,
                     message=str(exc),
@@ -115,11 +110,11 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                     details=exc.details,
                 )
                 return
-            await _db(services.generation_succeed)(
+            await db.in_thread(services.generation_succeed)(
                 lifecycle_id=lifecycle.id, output=output, usage=generation.usage, model_used=model
             )
             return
-    await _db(services.lifecycle_fail)(
+    await db.in_thread(services.lifecycle_fail)(
         lifecycle_id=lifecycle.id,
         code=ErrorCode.INVALID_REQUEST if all_refused else ErrorCode.GENERATION_FAILED,
         message="The model refused the request." if all_refused else "The model could not produce an answer.",
@@ -151,6 +146,6 @@ async def _record_attempt(
     if error:
         payload["error"] = str(error)
         payload["retryable"] = error.retryable
-    await _db(services.record_event)(
+    await db.in_thread(services.record_event)(
         lifecycle_id=lifecycle.id, event="generation.attempt", payload=payload, duration_ms=latency_ms
     )

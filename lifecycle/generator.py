@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import orjson
 import psycopg
-from asgiref.sync import sync_to_async
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from django.db import InterfaceError, OperationalError
 
@@ -165,7 +164,7 @@ class Generator:
         """Abandon a generation the moment its lifecycle is cancelled (NOTIFY from the cancel service)."""
         while True:
             try:
-                params = await sync_to_async(db.connection_params)()
+                params = await db.in_thread(db.connection_params)()
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {services.CANCEL_CHANNEL}")
                     async for notify in conn.notifies():
@@ -185,9 +184,7 @@ class Generator:
         )
         try:
             lifecycle_id = parse_request(message)
-            lifecycle = await sync_to_async(services.generation_claim, thread_sensitive=False)(
-                lifecycle_id=lifecycle_id
-            )
+            lifecycle = await db.in_thread(services.generation_claim)(lifecycle_id=lifecycle_id)
             if lifecycle is None:
                 log.info("generator: nothing to do (already claimed, finished or cancelled)")
                 return
@@ -199,7 +196,7 @@ class Generator:
             except asyncio.CancelledError:
                 if self.stop.requested:
                     raise
-                await sync_to_async(services.record_event, thread_sensitive=False)(
+                await db.in_thread(services.record_event)(
                     lifecycle_id=lifecycle_id, event="generation.abandoned", payload={"reason": "cancelled"}
                 )
             finally:
@@ -209,7 +206,7 @@ class Generator:
             log.error("generator: database unavailable for %s: %s", message.key(), exc)
         except Exception as exc:  # a message no handler can process must not stop the others
             log.exception("generator: dead-lettering message %s", message.key())
-            await sync_to_async(services.message_dead_letter, thread_sensitive=False)(
+            await db.in_thread(services.message_dead_letter)(
                 source_topic=message.topic(),
                 key=(message.key() or b"").decode(errors="replace"),
                 value=message.value() or b"",

@@ -1,7 +1,9 @@
-"""Raw psycopg connections beside Django's, for LISTEN/NOTIFY and session-level locks."""
+"""Database access outside Django's request cycle: raw psycopg connections (LISTEN/NOTIFY, session-level
+locks) and ORM calls from asyncio code."""
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 # Django's own parameters include its cursor class and adapters, which only suit its sync connection.
@@ -10,3 +12,9 @@ _DJANGO_ONLY = {"cursor_factory", "context", "prepare_threshold", "client_encodi
 
 def connection_params() -> dict:
     return {k: v for k, v in connection.get_connection_params().items() if k not in _DJANGO_ONLY}
+
+
+def in_thread(fn):
+    """``fn`` made awaitable, run on a worker thread with its own connection, so many calls from one event
+    loop (the generator's concurrent generations) run side by side."""
+    return sync_to_async(fn, thread_sensitive=False)

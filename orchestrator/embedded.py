@@ -63,16 +63,28 @@ def kafka_port() -> int:
     return _env_port("EMBEDDED_KAFKA_PORT", DEFAULT_KAFKA_PORT)
 
 
+def database_url(port: int) -> str:
+    return f"postgres://postgres@{HOST}:{port}/{DATABASE_NAME}"
+
+
+def redis_url(port: int) -> str:
+    return f"redis://{HOST}:{port}/0"
+
+
+def kafka_bootstrap(port: int) -> str:
+    return f"{HOST}:{port}"
+
+
 def default_database_url() -> str:
-    return f"postgres://postgres@{HOST}:{pg_port()}/{DATABASE_NAME}"
+    return database_url(pg_port())
 
 
 def default_redis_url() -> str:
-    return f"redis://{HOST}:{redis_port()}/0"
+    return redis_url(redis_port())
 
 
 def default_kafka_bootstrap() -> str:
-    return f"{HOST}:{kafka_port()}"
+    return kafka_bootstrap(kafka_port())
 
 
 def free_port() -> int:
@@ -230,7 +242,7 @@ class KafkaBroker(_ChildServer):
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": f"{HOST}:{self.port}"}).list_topics(timeout=2)
+            AdminClient({"bootstrap.servers": kafka_bootstrap(self.port)}).list_topics(timeout=2)
         except Exception:
             return False
         return True
@@ -412,11 +424,11 @@ class EmbeddedStack:
         """Environment for processes that should use these servers."""
         env = {}
         if self.postgres:
-            env["DATABASE_URL"] = f"postgres://postgres@{HOST}:{self.pg_port}/{DATABASE_NAME}"
+            env["DATABASE_URL"] = database_url(self.pg_port)
         if self.redis:
-            env["REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
+            env["REDIS_URL"] = redis_url(self.redis_port)
         if self.kafka:
-            env["KAFKA_BOOTSTRAP_SERVERS"] = f"{HOST}:{self.kafka_port}"
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap(self.kafka_port)
         return env
 
     def health(self) -> dict[str, bool]:

@@ -67,15 +67,42 @@ def snapshot(lifecycle: Lifecycle) -> dict:
     }
 
 
-class LifecycleConsumer(AsyncJsonWebsocketConsumer):
-    lifecycle: Lifecycle
+class _CountedSocket(AsyncJsonWebsocketConsumer):
+    """What both sockets share: the per-token connection count, and one channel-layer group to follow."""
+
     group: str | None = None
     counted_token: str | None = None
+
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+
+    async def admit(self, token: str) -> bool:
+        """Count the socket against its token; past the limit, close it with 4429 and return False."""
+        if not await limits.acquire(token):
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
+            return False
+        self.counted_token = token
+        return True
+
+    async def join(self, group: str) -> None:
+        self.group = group
+        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.counted_token:
+            await limits.release(self.counted_token)
+
+
+class LifecycleConsumer(_CountedSocket):
+    lifecycle: Lifecycle
     last_seq: int = 0
     finished: bool = False
 
     async def connect(self) -> None:
-        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+        query = self.query()
         lifecycle_id = self.scope["url_route"]["kwargs"]["lifecycle_id"]
         scope = tokens.verify((query.get("token") or [""])[0])
         lifecycle = await database_sync_to_async(_load)(lifecycle_id) if scope else None
@@ -90,18 +117,14 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
         ):
             await self.close()  # before accept: the handshake is refused, nothing is sent
             return
-        token = query["token"][0]
-        if not await limits.acquire(token):
-            await self.accept()
-            await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
+        if not await self.admit(query["token"][0]):
             return
-        self.counted_token = token
         try:
             since = max(0, int((query.get("since") or ["0"])[0]))
         except ValueError:
             since = 0
-        self.lifecycle, self.group = lifecycle, lifecycle_group(str(lifecycle.id))
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.lifecycle = lifecycle
+        await self.join(lifecycle_group(str(lifecycle.id)))
         await self.accept()
         metrics.WEBSOCKETS.inc()
         # Read after joining the group: whatever commits from now on also comes through the group.
@@ -117,10 +140,8 @@ class LifecycleConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
             metrics.WEBSOCKETS.dec()
-        if self.counted_token:
-            await limits.release(self.counted_token)
+        await super().disconnect(code)
 
     async def receive_json(self, content, **kwargs) -> None:
         # Clients only listen; a ping message gets a pong so browsers can check liveness.
@@ -183,35 +204,21 @@ def friendly_error(error: dict | None) -> dict:
     }
 
 
-class SubscriberConsumer(AsyncJsonWebsocketConsumer):
+class SubscriberConsumer(_CountedSocket):
     """``/ws/subscriber?token=<subscriber token>``: the live events of every lifecycle of one subscriber
     (``subscriber.user_id``) of one project, as the bridge routes them by the trusted identity in the Kafka
     headers. Live only: for catch-up, open the lifecycle's own socket with ``since``."""
 
-    group: str | None = None
-    counted_token: str | None = None
-
     async def connect(self) -> None:
-        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
-        token = (query.get("token") or [""])[0]
+        token = (self.query().get("token") or [""])[0]
         scope = tokens.verify(token)
         if scope is None or scope.user_id is None:
             await self.close()  # only subscriber-scoped tokens open this stream
             return
-        if not await limits.acquire(token):
-            await self.accept()
-            await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
+        if not await self.admit(token):
             return
-        self.counted_token = token
-        self.group = subscriber_group(scope.project_id, scope.user_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(subscriber_group(scope.project_id, scope.user_id))
         await self.accept()
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        if self.counted_token:
-            await limits.release(self.counted_token)
 
     async def lifecycle_event(self, message: dict) -> None:
         event = message["event"]
