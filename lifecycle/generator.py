@@ -201,9 +201,10 @@ class Generator:
                 )
             finally:
                 self.running.pop(str(lifecycle_id), None)
-        except (OperationalError, InterfaceError) as exc:
-            # The database is unreachable: nothing was recorded, so the reconciler re-drives this one later.
-            log.error("generator: database unavailable for %s: %s", message.key(), exc)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            # The database (or another server) is unreachable: this is no fault of the message, and what was
+            # not recorded is re-driven by the reconciler once the lease runs out.
+            log.error("generator: a server is unavailable while handling %s: %s", message.key(), exc)
         except Exception as exc:  # a message no handler can process must not stop the others
             log.exception("generator: dead-lettering message %s", message.key())
             await db.in_thread(services.message_dead_letter)(

@@ -72,6 +72,8 @@ class Lifecycle(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     redriven_at = models.DateTimeField(null=True, blank=True)
+    redrive_count = models.PositiveIntegerField(default=0)
+    next_redrive_at = models.DateTimeField(null=True, blank=True)  # the reconciler's backoff
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

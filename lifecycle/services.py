@@ -423,9 +423,8 @@ def lifecycles_redrive_stuck(*, limit: int = 500) -> int:
     (the broker lost the message, or the relay was down), or ``generating`` past the lease of a worker that
     died. Returns how many were re-driven."""
     now = timezone.now()
-    # Once re-driven, a lifecycle gets a full period for the new request to be picked up before the next.
     stuck = Q(status__in=[Status.PENDING, Status.GENERATING], lease_expires_at__lt=now) & (
-        Q(redriven_at__isnull=True) | Q(redriven_at__lt=now - timedelta(seconds=settings.RECONCILE_AFTER_S))
+        Q(next_redrive_at__isnull=True) | Q(next_redrive_at__lt=now)
     )
     redriven = 0
     for lifecycle_id in Lifecycle.objects.filter(stuck).values_list("id", flat=True)[:limit]:
@@ -433,9 +432,15 @@ def lifecycles_redrive_stuck(*, limit: int = 500) -> int:
             lifecycle = Lifecycle.objects.select_for_update(skip_locked=True).filter(stuck, id=lifecycle_id).first()
             if lifecycle is None:
                 continue  # it moved on, or another reconciler has it
+            # Each re-drive waits twice as long as the last before the next (30 s, 1 min, 2 min, ... 32 min):
+            # a request that is only late, behind a consumer lag, is not published again and again onto
+            # the very backlog that delays it.
+            backoff = settings.RECONCILE_AFTER_S * 2 ** min(lifecycle.redrive_count, 6)
+            lifecycle.next_redrive_at = now + timedelta(seconds=backoff)
             lifecycle.redriven_at = now
+            lifecycle.redrive_count += 1
             _record(lifecycle, event="lifecycle.redriven", payload={"status": lifecycle.status})
-            lifecycle.save(update_fields=["redriven_at", "last_seq", "updated_at"])
+            lifecycle.save(update_fields=["redriven_at", "redrive_count", "next_redrive_at", "last_seq", "updated_at"])
             _request_generation(lifecycle)
             redriven += 1
     return redriven

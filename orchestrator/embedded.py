@@ -191,7 +191,8 @@ class _ChildServer(_Server):
             pid = int(self.pid_path.read_text())
         except (FileNotFoundError, ValueError):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        # The process may be gone already (its /proc entry with it).
+        with contextlib.suppress(ProcessLookupError, PermissionError, FileNotFoundError):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             if self.command()[0] in cmdline:
                 os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,11 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import embedded
 
@@ -121,10 +126,17 @@ KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=6000)
 
+# Connections that Redis dropped (a restart) are reconnected and the command retried, with backoff for
+# up to about 10 s, instead of failing the socket that happened to use them.
+REDIS_RETRY = {
+    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    "health_check_interval": 15,
+}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_RETRY}]},
     }
 }
 
@@ -135,6 +147,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# Webhook attempts have their own queue: the sweeps never wait behind a backlog of attempts, and the
+# sweep can tell a lost attempt (its queue is empty) from a slow one (still waiting in it).
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("deliveries"))
+CELERY_TASK_ROUTES = {"webhooks.tasks.attempt_delivery": {"queue": "deliveries"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Keep Django's LOGGING (JSON lines with lifecycle context) in the workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -168,6 +184,9 @@ WEBHOOK_DISABLE_AFTER_S = env.int("WEBHOOK_DISABLE_AFTER_S", default=5 * 24 * 36
 WEBHOOK_SECRET_GRACE_S = env.int("WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
 # Attempts in flight per endpoint: a slow endpoint holds at most this many worker slots.
 WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
+# A claimed attempt is someone's for WEBHOOK_TIMEOUT_S plus this long; past that (its worker died) the sweep
+# hands it to another worker.
+WEBHOOK_LEASE_GRACE_S = env.int("WEBHOOK_LEASE_GRACE_S", default=30)
 # A due delivery whose queued attempt task has not run after this long is queued again.
 WEBHOOK_REQUEUE_AFTER_S = env.int("WEBHOOK_REQUEUE_AFTER_S", default=30)
 # The embedded default runs everything on one machine, so it lets loopback through the SSRF guard.
@@ -195,7 +214,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["lifecycle.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["lifecycle.auth.IsProjectMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["orchestrator.parsers.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["lifecycle.throttling.ProjectRateThrottle"],
@@ -207,6 +226,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Turns each AI request into a tracked, event-driven lifecycle.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "orchestrator.openapi.add_request_rules",
+        "orchestrator.openapi.add_error_responses",
+    ],
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -254,3 +278,6 @@ REALTIME_TOKEN_TTL_S = env.int("REALTIME_TOKEN_TTL_S", default=900)
 # Streamed model output is sent to sockets at most this often (coalescing the tokens in between).
 REALTIME_DELTA_INTERVAL_MS = env.int("REALTIME_DELTA_INTERVAL_MS", default=100)
 REALTIME_MAX_CONNECTIONS_PER_TOKEN = env.int("REALTIME_MAX_CONNECTIONS_PER_TOKEN", default=5)
+# How often a socket re-joins its group and reads what it missed (0: never). Bounds how long sockets stay
+# deaf after Redis restarts and forgets the groups, at one small query per socket per period.
+REALTIME_RESYNC_S = env.float("REALTIME_RESYNC_S", default=30.0)

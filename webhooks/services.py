@@ -40,8 +40,12 @@ class EndpointInvalid(ValueError):
 
 
 def _check_url(url: str) -> None:
+    """Refuse what can never be delivered to: other schemes, credentials, addresses in blocked ranges. A
+    name that does not resolve yet is accepted (its DNS may come later); every attempt vets it again."""
     try:
         ssrf.resolve(url)
+    except ssrf.HostUnresolvable:
+        pass
     except ssrf.TargetRefused as exc:
         raise EndpointInvalid(str(exc)) from exc
 
@@ -170,9 +174,16 @@ def delivery_create(*, lifecycle: Lifecycle) -> Delivery:
 
 
 def _queue_attempt(delivery_id) -> None:
+    """Hand the attempt to a Celery worker. The delivery row is the durable part: if the broker cannot take
+    the task (Redis down or restarting), the row is marked not queued and the next sweep queues it again,
+    so whatever committed the delivery (a generation, a resend) is never failed by the queue."""
     from webhooks.tasks import attempt_delivery
 
-    attempt_delivery.delay(str(delivery_id))
+    try:
+        attempt_delivery.apply_async((str(delivery_id),), retry=False)
+    except Exception as exc:
+        log.warning("webhooks: could not queue delivery %s (the sweep will): %s", delivery_id, exc)
+        Delivery.objects.filter(id=delivery_id).update(enqueued_at=None)
 
 
 # --- attempts ------------------------------------------------------------------------------------
@@ -204,7 +215,7 @@ def _claim(delivery_id) -> Delivery | None:
                 next_attempt_at=now + timedelta(seconds=1), enqueued_at=None
             )
             return None
-        lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + 60)
+        lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + settings.WEBHOOK_LEASE_GRACE_S)
         claimed = Delivery.objects.filter(
             id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
         ).update(status=DeliveryStatus.SENDING, lease_expires_at=lease, attempt_count=F("attempt_count") + 1)
@@ -361,10 +372,16 @@ def deliveries_queue_due(*, limit: int = 1000) -> int:
     Delivery.objects.filter(status=DeliveryStatus.SENDING, lease_expires_at__lt=now).update(
         status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now, enqueued_at=None
     )
-    requeue_before = now - timedelta(seconds=settings.WEBHOOK_REQUEUE_AFTER_S)
+    not_queued = Q(enqueued_at=None)
+    if _broker_queue_empty():
+        # Nothing is waiting in the broker, so a delivery queued a while ago whose attempt never ran was
+        # lost (a Redis restart, a worker gone with its task). While tasks still wait, they are only slow:
+        # queueing them again would pile duplicates onto a backlog.
+        requeue_before = now - timedelta(seconds=settings.WEBHOOK_REQUEUE_AFTER_S)
+        not_queued |= Q(enqueued_at__lt=requeue_before)
     due = list(
         Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(Q(enqueued_at=None) | Q(enqueued_at__lt=requeue_before))
+        .filter(not_queued)
         .values_list("id", flat=True)[:limit]
     )
     if due:
@@ -372,6 +389,18 @@ def deliveries_queue_due(*, limit: int = 1000) -> int:
         for delivery_id in due:
             _queue_attempt(delivery_id)
     return len(due)
+
+
+def _broker_queue_empty() -> bool:
+    from orchestrator.celery import app
+
+    try:
+        with app.connection_for_read() as connection:
+            _, waiting, _ = connection.default_channel.queue_declare(queue="deliveries")
+    except Exception as exc:  # no broker: nothing can be queued anyway
+        log.warning("webhooks: could not read the task queue's length: %s", exc)
+        return False
+    return waiting == 0
 
 
 def deliveries_prune(*, older_than: timedelta) -> int:

@@ -11,6 +11,9 @@ Endpoint URLs name a scenario and the answer to each delivery attempt in turn, t
 - ``500``    answer 500;  ``hang`` answer nothing for 5 s;  ``reset`` drop the connection
 - ``abort``  answer 410 with ``webhook-delivery: abort-message``
 - ``redirect`` answer 302 to the cloud metadata address (which must not be followed)
+- ``chaos``  a fault drawn at random for each attempt: 500 (10%), hang (5%), reset (5%), else ``data``
+
+Callbacks are retried, as a real backend would, while our API is unreachable or answers 5xx.
 
 ``POST /secrets/<scenario>`` registers the endpoint secret; ``GET /received/<scenario>`` lists what came in.
 """
@@ -18,6 +21,7 @@ Endpoint URLs name a scenario and the answer to each delivery attempt in turn, t
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 import threading
@@ -39,7 +43,20 @@ def call_back(payload: dict, body: dict, traceparent: str | None = None) -> None
     headers = {"Authorization": f"Bearer {callback['token']}"}
     if traceparent:
         headers["traceparent"] = traceparent  # continue the webhook's trace, as docs/webhooks.md suggests
-    httpx.post(callback["url"], json=body, headers=headers, timeout=10)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status = httpx.post(callback["url"], json=body, headers=headers, timeout=10).status_code
+        except httpx.HTTPError:
+            status = None
+        if (status is not None and status < 500) or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
+def chaos_step() -> str:
+    roll = random.random()
+    return "500" if roll < 0.10 else "hang" if roll < 0.15 else "reset" if roll < 0.20 else "data"
 
 
 def callback_body(step: str, payload: dict) -> dict:
@@ -81,10 +98,14 @@ class Handler(JsonHandler):
                     "traceparent": headers.get("traceparent"),
                     "verified": verified,
                     "payload": payload,
+                    "raw": raw.decode(),
+                    "headers": {k: v for k, v in headers.items() if k.startswith("webhook-")},
                 }
             )
         steps = script.split(",")
         step = steps[min(attempt, len(steps) - 1)]
+        if step == "chaos":
+            step = chaos_step()
         if step == "500":
             self._send(500, b'{"error": "boom"}')
         elif step == "hang":

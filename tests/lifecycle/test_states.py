@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lifecycle import outbox
-from lifecycle.models import OutboxMessage, TimelineEvent
-from lifecycle.services import lifecycle_create, transition
+from lifecycle.models import Lifecycle, OutboxMessage, TimelineEvent
+from lifecycle.services import lifecycle_create, lifecycles_redrive_stuck, transition
 from lifecycle.states import ALLOWED, EVENT_FOR_STATUS, TERMINAL, Status
 from tests.conftest import make_project
-from tests.lifecycle.factories import lifecycle_request
+from tests.lifecycle.factories import lifecycle_request, lifecycle_with_lost_request
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +79,22 @@ def test_repeating_a_move_is_a_no_op(target):
 
     assert transition(lifecycle_id=lifecycle.id, to=target) is None
     assert TimelineEvent.objects.filter(lifecycle=lifecycle).count() == seq_before
+
+
+def test_the_reconciler_backs_off_a_lifecycle_it_already_redrove(db):
+    """A request that is only late (behind a consumer lag) must not be republished onto that backlog every
+    period: each re-drive waits twice as long as the last."""
+    project, _ = make_project()
+    lifecycle = lifecycle_with_lost_request(project)
+    Lifecycle.objects.filter(id=lifecycle.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    waits = []
+    for _ in range(3):
+        assert lifecycles_redrive_stuck() == 1
+        assert lifecycles_redrive_stuck() == 0  # not again before its backoff
+        lifecycle.refresh_from_db()
+        waits.append(round((lifecycle.next_redrive_at - lifecycle.redriven_at).total_seconds()))
+        Lifecycle.objects.filter(id=lifecycle.id).update(next_redrive_at=timezone.now() - timedelta(seconds=1))
+
+    after = django_settings.RECONCILE_AFTER_S
+    assert waits == [after, 2 * after, 4 * after]
+    assert lifecycle.redrive_count == 3

@@ -1,0 +1,14 @@
+"""What every bench run sets: production settings (DEBUG off: no per-query bookkeeping, no debug pages),
+except what running on loopback needs."""
+
+from __future__ import annotations
+
+import secrets
+
+PRODUCTION_ON_LOOPBACK = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback, no TLS-terminating proxy in front
+    "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the customer backend runs on loopback
+    "LOG_LEVEL": "WARNING",
+}
