@@ -12,16 +12,25 @@
 4. While a model streams (``params.stream``), ``{"type": "delta", "event": "generation.delta", "text",
    "offset"}`` messages carry its output as it comes, coalesced; they have no ``seq`` and are not replayed.
 5. A token may hold ``REALTIME_MAX_CONNECTIONS_PER_TOKEN`` sockets at once; one more is closed with 4429.
+6. Clients only listen: ``{"type": "ping"}`` gets ``{"type": "pong"}``; any other frame (text or binary,
+   JSON or not) gets ``{"type": "error", "error": {"code": "invalid_message", ...}}`` and the socket
+   stays open.
+7. Every ``REALTIME_RESYNC_S`` a socket joins its group again and reads what it missed from the database:
+   a Redis restart forgets the channel layer's groups, and this bounds how long a socket stays deaf.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import uuid
 from urllib.parse import parse_qs
 
+import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from lifecycle import selectors
 from lifecycle.models import Lifecycle
@@ -35,6 +44,7 @@ log = logging.getLogger(__name__)
 FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
+MAX_MESSAGE = 4096  # characters: a ping is 16
 
 
 def _load(lifecycle_id: str) -> Lifecycle | None:
@@ -72,6 +82,7 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
 
     group: str | None = None
     counted_token: str | None = None
+    resync_task: asyncio.Task | None = None
 
     def query(self) -> dict[str, list[str]]:
         return parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
@@ -85,11 +96,42 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
         self.counted_token = token
         return True
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        """Whatever a client sends is parsed here, never by the base class (which would raise on a binary
+        frame or malformed JSON and drop the socket)."""
+        try:
+            content = orjson.loads(text_data) if text_data is not None and len(text_data) <= MAX_MESSAGE else None
+        except orjson.JSONDecodeError:
+            content = None
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+            return
+        error = {"code": "invalid_message", "message": 'This socket only listens; send {"type": "ping"} to check it.'}
+        await self.send_json({"type": "error", "error": error})
+
     async def join(self, group: str) -> None:
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
+        if settings.REALTIME_RESYNC_S > 0:
+            self.resync_task = asyncio.create_task(self._keep_in_group())
+
+    async def _keep_in_group(self) -> None:
+        while True:
+            # Jittered, so thousands of sockets opened together do not all come back at once.
+            await asyncio.sleep(settings.REALTIME_RESYNC_S * random.uniform(0.8, 1.2))
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                await self.catch_up()
+            except Exception as exc:  # Redis or the database away: try again next time
+                log.warning("realtime: resync of %s failed: %s", self.group, exc)
+
+    async def catch_up(self) -> None:
+        """Send what the socket may have missed while its group was forgotten (nothing, for a live-only
+        stream)."""
 
     async def disconnect(self, code: int) -> None:
+        if self.resync_task is not None:
+            self.resync_task.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.counted_token:
@@ -100,6 +142,10 @@ class LifecycleConsumer(_CountedSocket):
     lifecycle: Lifecycle
     last_seq: int = 0
     finished: bool = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sending = asyncio.Lock()  # live events and the periodic catch-up take turns
 
     async def connect(self) -> None:
         query = self.query()
@@ -143,11 +189,6 @@ class LifecycleConsumer(_CountedSocket):
             metrics.WEBSOCKETS.dec()
         await super().disconnect(code)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        # Clients only listen; a ping message gets a pong so browsers can check liveness.
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
-
     async def lifecycle_event(self, message: dict) -> None:
         """A live event from the bridge (channel-layer type ``lifecycle.event``)."""
         if self.finished:
@@ -158,7 +199,7 @@ class LifecycleConsumer(_CountedSocket):
             return  # already sent during catch-up
         if seq > self.last_seq + 1:
             # Something is missing in between (a bridge restart, a reordering): fill from the database.
-            await self._send_events(await database_sync_to_async(_events_after)(self.lifecycle, self.last_seq))
+            await self.catch_up()
             return
         await self._send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]}])
 
@@ -174,7 +215,15 @@ class LifecycleConsumer(_CountedSocket):
                 }
             )
 
+    async def catch_up(self) -> None:
+        if not self.finished:
+            await self._send_events(await database_sync_to_async(_events_after)(self.lifecycle, self.last_seq))
+
     async def _send_events(self, events: list[dict]) -> None:
+        async with self.sending:
+            await self._send_in_order(events)
+
+    async def _send_in_order(self, events: list[dict]) -> None:
         for event in events:
             if event["seq"] <= self.last_seq:
                 continue

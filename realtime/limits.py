@@ -8,13 +8,21 @@ import logging
 
 import redis.asyncio as redis
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 log = logging.getLogger(__name__)
 
 
 @functools.cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),  # a socket open waits on this
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 def _key(token: str) -> str:

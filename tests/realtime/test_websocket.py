@@ -13,6 +13,7 @@ from django.conf import settings
 
 from realtime import tokens
 from tests.conftest import api_client, make_project
+from tests.embedded_servers import embedded_stack
 from tests.lifecycle.helpers import create, timeline, wait_status
 from tests.realtime.helpers import collect, refused, ws_url
 
@@ -189,3 +190,33 @@ def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_else
     assert {m["lifecycle_id"] for m in seen} == {carols["id"]}
     assert extra is None or extra["lifecycle_id"] == carols["id"]
     assert refused(f"ws://127.0.0.1:{stack.env['PORT']}/ws/subscriber?token={carols['ws_token']}") == 403
+
+
+def test_an_open_socket_still_gets_every_event_after_redis_restarts_empty(api, stack):
+    """Redis holds the channel layer's groups; restarted, it has forgotten them. The socket re-joins its
+    group and catches up from the database within REALTIME_RESYNC_S (2 s in the suite)."""
+    lifecycle = create(api, {"model": "echo/x", "prompt": "through a restart", "params": {"latency_ms": 4000}})
+    redis = embedded_stack().server("redis")
+
+    def restart_redis() -> None:
+        redis.stop()
+        redis.start()
+
+    async def scenario() -> tuple[list[dict], int | None]:
+        async with websockets.connect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"])) as socket:
+            messages = [json.loads(await socket.recv())]
+            await asyncio.to_thread(restart_redis)
+            try:
+                async with asyncio.timeout(30):
+                    async for raw in socket:
+                        messages.append(json.loads(raw))
+            except websockets.ConnectionClosed:
+                pass
+            return messages, socket.close_code
+
+    messages, close_code = asyncio.run(scenario())
+
+    assert messages[-1]["event"] == "lifecycle.completed", messages
+    assert messages[-1]["result"] == "through a restart"
+    assert close_code == 1000
+    assert seqs(messages) == [e["seq"] for e in timeline(api, lifecycle["id"])]
