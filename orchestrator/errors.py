@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -58,6 +59,7 @@ def json_error(status_code: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status_code)
 
 
+@csrf_exempt  # an unknown path is a 404 whatever the method, never a CSRF page
 def not_found(request, exception=None) -> JsonResponse:
     return json_error(404, "not_found", "No such resource.")
 

@@ -55,6 +55,10 @@ class TargetRefused(Exception):
     """The URL may not be called."""
 
 
+class HostUnresolvable(TargetRefused):
+    """The name does not resolve (yet): nothing to connect to, and nothing vetted either."""
+
+
 @dataclass(frozen=True)
 class Target:
     scheme: str
@@ -96,7 +100,7 @@ def resolve(url: str) -> Target:
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"{parts.hostname} does not resolve") from exc
+        raise HostUnresolvable(f"{parts.hostname} does not resolve") from exc
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     blocked = [str(ip) for ip in addresses if is_blocked(ip)]
     if blocked:

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import orjson
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from lifecycle import delivery as delivery_routing
 from lifecycle.models import Lifecycle, TimelineEvent
-from lifecycle.providers import split_model
+from lifecycle.providers import PROVIDERS
 from lifecycle.services import LifecycleRequest
+from orchestrator.fields import StrictCharField, StrictUUIDField
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_FALLBACKS = 5
@@ -19,22 +23,39 @@ def _json_size(value) -> int:
     return len(orjson.dumps(value))
 
 
-class ModelField(serializers.CharField):
+# `provider/model`, no whitespace: the same rule for the schema (ECMA regex) and the server (fullmatch).
+MODEL_PATTERN = rf"({'|'.join(sorted(PROVIDERS))})/\S+"
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "maxLength": 200,
+        "pattern": f"^{MODEL_PATTERN}$",
+        "description": "`provider/model`, e.g. `openai/gpt-4o-mini`; providers: " + ", ".join(sorted(PROVIDERS)),
+    }
+)
+class ModelField(StrictCharField):
     def __init__(self, **kwargs) -> None:
         super().__init__(max_length=200, **kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        try:
-            split_model(value)
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc)) from exc
+        if not re.fullmatch(MODEL_PATTERN, value):
+            raise serializers.ValidationError(
+                f"Expected 'provider/model' with a provider among {', '.join(sorted(PROVIDERS))}."
+            )
         return value
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {}}]})
+class MessageContentField(serializers.JSONField):
+    """A string, or a list of content parts (passed to the provider as they are)."""
 
 
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = serializers.JSONField()
+    content = MessageContentField()
 
     def validate_content(self, value):
         if not isinstance(value, str | list):
@@ -61,19 +82,19 @@ class ResponseFormatSerializer(serializers.Serializer):
 
 class DeliveryRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=delivery_routing.MODES, required=False)
-    endpoint_id = serializers.UUIDField(required=False)
+    endpoint_id = StrictUUIDField(required=False)
     callback_timeout_s = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False)
 
 
 class SubscriberSerializer(serializers.Serializer):
-    user_id = serializers.CharField(max_length=200)
-    tier = serializers.CharField(max_length=50, required=False)
+    user_id = StrictCharField(min_length=1, max_length=200)
+    tier = StrictCharField(min_length=1, max_length=50, required=False)
 
 
 class LifecycleCreateSerializer(serializers.Serializer):
     model = ModelField()
     messages = MessageSerializer(many=True, required=False, allow_empty=False, max_length=1000)
-    prompt = serializers.CharField(required=False, trim_whitespace=False, max_length=settings.MAX_REQUEST_BYTES)
+    prompt = StrictCharField(required=False, min_length=1, max_length=settings.MAX_REQUEST_BYTES)
     params = serializers.DictField(required=False, default=dict)
     response_format = ResponseFormatSerializer(required=False, allow_null=True, default=None)
     fallbacks = serializers.ListField(child=ModelField(), required=False, default=list, max_length=MAX_FALLBACKS)
@@ -164,6 +185,14 @@ def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
         "timeline": f"{base}/v1/lifecycles/{lifecycle.id}/timeline",
         "websocket": f"{ws_base}/ws/lifecycles/{lifecycle.id}",
     }
+
+
+class LifecyclePageSerializer(serializers.Serializer):
+    """A page of ``GET /v1/lifecycles`` (cursor pagination, newest first)."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = LifecycleSerializer(many=True)
 
 
 class LifecycleAcceptedSerializer(serializers.Serializer):

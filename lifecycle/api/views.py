@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -16,6 +17,7 @@ from lifecycle import selectors, services
 from lifecycle.api.serializers import (
     LifecycleAcceptedSerializer,
     LifecycleCreateSerializer,
+    LifecyclePageSerializer,
     LifecycleSerializer,
     TimelineEventSerializer,
     lifecycle_links,
@@ -35,6 +37,21 @@ class LifecyclePagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise exceptions.ValidationError({"limit": f"An integer from 1 to {self.max_page_size}."})
+        return int(raw)
+
+    def decode_cursor(self, request: Request):
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:  # DRF's answer to a mangled cursor: it is the request that is bad
+            message = "Not a cursor from this API; use `next` or `previous`."
+            raise exceptions.ValidationError({"cursor": message}) from exc
 
 
 def _accepted(lifecycle: Lifecycle) -> dict:
@@ -98,10 +115,12 @@ class LifecycleListCreateView(generics.GenericAPIView):
         operation_id="lifecycles_list",
         parameters=[
             OpenApiParameter("status", str, enum=list(Status.values)),
-            OpenApiParameter("created_after", str),
-            OpenApiParameter("created_before", str),
-            OpenApiParameter("limit", int),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": LifecyclePagination.max_page_size}),
+            OpenApiParameter("cursor", str, description="From `next` or `previous` of the last page."),
         ],
+        responses=LifecyclePageSerializer,
     )
     def get(self, request: Request) -> Response:
         status_filter = request.query_params.get("status")

@@ -11,12 +11,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lifecycle import selectors
+from orchestrator.fields import StrictCharField, StrictUUIDField
 from realtime import tokens
 
 
 class TokenRequestSerializer(serializers.Serializer):
-    lifecycle_id = serializers.UUIDField(required=False)
-    user_id = serializers.CharField(max_length=200, required=False)
+    lifecycle_id = StrictUUIDField(required=False)
+    user_id = StrictCharField(min_length=1, max_length=200, required=False)
 
     def validate(self, attrs):
         if ("lifecycle_id" in attrs) == ("user_id" in attrs):

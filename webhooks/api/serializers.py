@@ -2,17 +2,18 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from orchestrator.fields import StrictBooleanField, StrictCharField
 from webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from webhooks.services import EVENT_TYPES
 
 
 class EndpointWriteSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=2000)
-    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    description = StrictCharField(max_length=500, required=False, allow_blank=True)
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, max_length=len(EVENT_TYPES)
     )
-    enabled = serializers.BooleanField(required=False)
+    enabled = StrictBooleanField(required=False)
 
 
 class EndpointSerializer(serializers.ModelSerializer):

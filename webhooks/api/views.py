@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,6 +12,8 @@ from rest_framework.views import APIView
 from lifecycle import selectors as lifecycle_selectors
 from orchestrator import telemetry
 from orchestrator.errors import error_body
+from orchestrator.openapi import results_of
+from orchestrator.parsers import StrictJSONParser
 from webhooks import callbacks, services
 from webhooks.api.serializers import (
     CallbackResultSerializer,
@@ -38,7 +39,7 @@ def _invalid(exc: Exception) -> exceptions.ValidationError:
 
 
 class EndpointListCreateView(APIView):
-    @extend_schema(responses=EndpointSerializer(many=True))
+    @extend_schema(operation_id="webhook_endpoints_list", responses=results_of(EndpointSerializer, "EndpointList"))
     def get(self, request: Request) -> Response:
         endpoints = WebhookEndpoint.objects.filter(project=request.auth.project)
         return Response({"results": EndpointSerializer(endpoints, many=True).data})
@@ -93,7 +94,7 @@ class EndpointRotateSecretView(APIView):
 
 
 class LifecycleDeliveriesView(APIView):
-    @extend_schema(responses=DeliverySerializer(many=True))
+    @extend_schema(responses=results_of(DeliverySerializer, "DeliveryList"))
     def get(self, request: Request, lifecycle_id) -> Response:
         lifecycle = lifecycle_selectors.lifecycle_get(project=request.auth.project, lifecycle_id=lifecycle_id)
         if lifecycle is None:
@@ -117,7 +118,7 @@ class CallbackView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(
         request=CallbackSerializer,
