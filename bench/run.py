@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.environment import PRODUCTION_ON_LOOPBACK
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from tests.processes import ServiceProcesses
 
@@ -110,7 +111,7 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
     }
 
 
-def accept_run(base: str, key: str, ledger: Ledger, args) -> dict:
+def accept_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
     healthz = load("closed", f"{base}/healthz", key, "--seconds", str(args.accept_seconds), "--concurrency", "64")
     tag = uuid.uuid4().hex
     body = json.dumps({"model": "echo/bench", "prompt": "hi", "metadata": {"run": tag}})
@@ -118,20 +119,26 @@ def accept_run(base: str, key: str, ledger: Ledger, args) -> dict:
                   "--concurrency", "64", "--body", body)  # fmt: skip
     rate = load("rate", f"{base}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
                 "--rate", str(args.rate), "--concurrency", "256", "--body", body)  # fmt: skip
-    accepted = closed["outcomes"].get("202", 0) + rate["outcomes"].get("202", 0)
+    # The same view under gunicorn's sync workers (one process each): what the ASGI server costs.
+    wsgi = load("closed", f"{baseline}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
+                "--concurrency", "64", "--body", body)  # fmt: skip
+    accepted = sum(run["outcomes"].get("202", 0) for run in (closed, rate, wsgi))
     counts = ledger.settle(tag, accepted, timeout=120)
     return {
         "healthz_per_s": healthz["rate_per_s"],
         "accept_per_s": closed["rate_per_s"],
         "accept_vs_healthz": closed["rate_per_s"] / healthz["rate_per_s"],
+        "wsgi_accept_per_s": wsgi["rate_per_s"],
+        "wsgi_p99_ms": wsgi["p99_ms"],
+        "daphne_vs_wsgi": closed["rate_per_s"] / wsgi["rate_per_s"],
         "closed_p50_ms": closed["p50_ms"],
         "closed_p99_ms": closed["p99_ms"],
         "rate_achieved_per_s": rate["rate_per_s"],
         "rate_p50_ms": rate["p50_ms"],
         "rate_p99_ms": rate["p99_ms"],
-        "errors": {k: v for k, v in {**closed["outcomes"], **rate["outcomes"]}.items() if k != "202"},
+        "errors": {k: v for run in (closed, rate, wsgi) for k, v in run["outcomes"].items() if k != "202"},
         "completed_after": counts.get("completed", 0),
-        "ledger_ok": balanced(closed["ids"] + rate["ids"], counts, ledger, tag),
+        "ledger_ok": balanced(closed["ids"] + rate["ids"] + wsgi["ids"], counts, ledger, tag),
     }
 
 
@@ -166,8 +173,7 @@ def main() -> int:
         llm_port = free_port()
         env = {
             **servers.environ(),
-            "DEBUG": "true",
-            "LOG_LEVEL": "WARNING",
+            **PRODUCTION_ON_LOOPBACK,
             "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}",
             "OPENAI_API_KEY": "bench",
             "PROVIDER_TIMEOUT_S": str(args.latency_ms / 1000 + 30),
@@ -203,7 +209,7 @@ def main() -> int:
                 if "burst" in scenarios:
                     results["burst"].append(burst_run(stack.base_url, baseline, key, ledger, args))
                 if "accept" in scenarios:
-                    results["accept"].append(accept_run(stack.base_url, key, ledger, args))
+                    results["accept"].append(accept_run(stack.base_url, baseline, key, ledger, args))
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
         finally:
             for proc in (gunicorn, llm):
