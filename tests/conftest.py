@@ -3,14 +3,36 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
+from unittest import mock
 
 import httpx
 import pytest
 from django.conf import settings
+from django.test import TransactionTestCase
 
 from lifecycle.services import project_create
 from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
 from tests.processes import ServiceProcesses, poll_until
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_deadlocks():
+    """The service's processes keep working while a transactional test's teardown empties the tables, and
+    Postgres may pick that TRUNCATE as a deadlock's victim: then it is tried again."""
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except Exception as exc:
+                if attempt == 4 or "deadlock" not in f"{exc!r} {exc.__cause__!r}":
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    with mock.patch.object(TransactionTestCase, "_fixture_teardown", teardown):
+        yield
 
 
 def test_database_url() -> str:
