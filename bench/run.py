@@ -111,34 +111,94 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
     }
 
 
-def accept_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
-    healthz = load("closed", f"{base}/healthz", key, "--seconds", str(args.accept_seconds), "--concurrency", "64")
+PIPELINE = ("relay", "generator", "bridge", "worker", "beat")
+
+
+def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger: Ledger, args) -> dict:
+    """The accept path alone: the pipeline behind it is paused (SIGSTOP; the outbox holds what is accepted,
+    and drains once it resumes), so on this 2-core machine the API gets the CPU the pipeline would take.
+    Closed-loop on daphne (the web process), then on other servers of the same Django project. Then the
+    whole pipeline running: closed-loop, and at a fixed rate."""
+    base, seconds = stack.base_url, str(args.accept_seconds)
+    healthz = load("closed", f"{base}/healthz", key, "--seconds", seconds, "--concurrency", "64")
     tag = uuid.uuid4().hex
     body = json.dumps({"model": "echo/bench", "prompt": "hi", "metadata": {"run": tag}})
-    closed = load("closed", f"{base}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
-                  "--concurrency", "64", "--body", body)  # fmt: skip
-    rate = load("rate", f"{base}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
+
+    def closed_loop(url: str) -> dict:
+        return load("closed", f"{url}/v1/lifecycles", key, "--seconds", seconds, "--concurrency", "64", "--body", body)
+
+    phases: dict[str, dict] = {}
+    for name in PIPELINE:
+        stack.signal(name, signal.SIGSTOP)
+    try:
+        for name, url in {"daphne": base, **others}.items():
+            phases[name] = closed_loop(url)
+    finally:
+        for name in PIPELINE:
+            stack.signal(name, signal.SIGCONT)
+    ledger.settle(tag, sum(p["outcomes"].get("202", 0) for p in phases.values()), timeout=180)
+    phases["pipeline"] = closed_loop(base)
+    rate = load("rate", f"{base}/v1/lifecycles", key, "--seconds", seconds,
                 "--rate", str(args.rate), "--concurrency", "256", "--body", body)  # fmt: skip
-    # The same view under gunicorn's sync workers (one process each): what the ASGI server costs.
-    wsgi = load("closed", f"{baseline}/v1/lifecycles", key, "--seconds", str(args.accept_seconds),
-                "--concurrency", "64", "--body", body)  # fmt: skip
-    accepted = sum(run["outcomes"].get("202", 0) for run in (closed, rate, wsgi))
-    counts = ledger.settle(tag, accepted, timeout=120)
-    return {
+    runs = [*phases.values(), rate]
+    counts = ledger.settle(tag, sum(run["outcomes"].get("202", 0) for run in runs), timeout=120)
+    closed = phases["daphne"]
+    figures = {
         "healthz_per_s": healthz["rate_per_s"],
         "accept_per_s": closed["rate_per_s"],
         "accept_vs_healthz": closed["rate_per_s"] / healthz["rate_per_s"],
-        "wsgi_accept_per_s": wsgi["rate_per_s"],
-        "wsgi_p99_ms": wsgi["p99_ms"],
-        "daphne_vs_wsgi": closed["rate_per_s"] / wsgi["rate_per_s"],
         "closed_p50_ms": closed["p50_ms"],
         "closed_p99_ms": closed["p99_ms"],
+    }
+    for name in others:
+        figures[f"{name}_accept_per_s"] = phases[name]["rate_per_s"]
+        figures[f"{name}_p99_ms"] = phases[name]["p99_ms"]
+        figures[f"{name}_vs_daphne"] = (
+            phases[name]["rate_per_s"] / closed["rate_per_s"] if closed["rate_per_s"] else None
+        )
+    return figures | {
+        "with_pipeline_per_s": phases["pipeline"]["rate_per_s"],
+        "with_pipeline_p99_ms": phases["pipeline"]["p99_ms"],
         "rate_achieved_per_s": rate["rate_per_s"],
         "rate_p50_ms": rate["p50_ms"],
         "rate_p99_ms": rate["p99_ms"],
-        "errors": {k: v for run in (closed, rate, wsgi) for k, v in run["outcomes"].items() if k != "202"},
+        "errors": {k: v for run in runs for k, v in run["outcomes"].items() if k != "202"},
         "completed_after": counts.get("completed", 0),
-        "ledger_ok": balanced(closed["ids"] + rate["ids"] + wsgi["ids"], counts, ledger, tag),
+        "ledger_ok": balanced([i for run in runs for i in run["ids"]], counts, ledger, tag),
+    }
+
+
+def overhead(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.overhead", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def overhead_run(base: str, key: str, ledger: Ledger, args) -> dict:
+    """Echo at 0 ms; accept → final WebSocket message, direct and through a loopback backend that calls back
+    at once (the overhead project has an endpoint, so its lifecycles default to webhook + callback)."""
+    tag = uuid.uuid4().hex
+    seconds = str(args.accept_seconds)
+    direct = json.dumps(
+        {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "direct"}, "metadata": {"run": tag}}
+    )
+    webhook = json.dumps({"model": "echo/bench", "prompt": "hi", "metadata": {"run": tag}})
+    at_rate = overhead("rate", base, key, "--rate", str(args.overhead_rate), "--seconds", seconds, "--body", direct)
+    hooked = overhead("rate", base, key, "--rate", str(args.overhead_rate), "--seconds", seconds, "--body", webhook)
+    closed = overhead("closed", base, key, "--concurrency", "64", "--seconds", seconds, "--body", webhook)
+    runs = (at_rate, hooked, closed)
+    accepted = sum(len(run["ids"]) for run in runs)
+    counts = ledger.settle(tag, accepted, timeout=120)
+    return {
+        "direct_p50_ms": at_rate["p50_ms"],
+        "direct_p99_ms": at_rate["p99_ms"],
+        "webhook_p50_ms": hooked["p50_ms"],
+        "webhook_p99_ms": hooked["p99_ms"],
+        "sustained_completed_per_s": closed["completed_per_s"],
+        "sustained_p50_ms": closed["p50_ms"],
+        "errors": {k: v for run in runs for k, v in run["outcomes"].items() if k != "lifecycle.completed"},
+        "ledger_ok": balanced([i for run in runs for i in run["ids"]], counts, ledger, tag),
     }
 
 
@@ -159,12 +219,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenarios", default="burst,accept")
+    parser.add_argument("--scenarios", default="burst,accept,overhead")
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=8000)
     parser.add_argument("--client-timeout", type=float, default=30)
     parser.add_argument("--accept-seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--overhead-rate", type=float, default=50)
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
 
@@ -186,10 +247,22 @@ def main() -> int:
         created = subprocess.run([sys.executable, "manage.py", "createproject", "bench"], cwd=PROJECT_DIR,
                                  check=True, capture_output=True, text=True)  # fmt: skip
         key = json.loads(created.stdout)["api_key"]
+        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench-overhead"], cwd=PROJECT_DIR,
+                                 check=True, capture_output=True, text=True)  # fmt: skip
+        overhead_key = json.loads(created.stdout)["api_key"]
+        backend_port = free_port()
+        backend = subprocess.Popen([sys.executable, "-m", "tests.fakes.customer_backend", str(backend_port)],
+                                   cwd=PROJECT_DIR)  # fmt: skip
         llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(llm_port), str(args.latency_ms)],
                                cwd=PROJECT_DIR)  # fmt: skip
         stack = ServiceProcesses.create(log_dir=logs, **env)
-        baseline_port = free_port()
+        baseline_port, uvicorn_port = free_port(), free_port()
+        # The same ASGI application under uvicorn with one worker per core, for the accept path's comparison.
+        uvicorn = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "orchestrator.asgi:application", "--workers", str(os.cpu_count() or 2),
+             "--port", str(uvicorn_port), "--log-level", "warning", "--no-access-log"],
+            cwd=PROJECT_DIR, env={**stack.env, "PROCESS_NAME": "web"},
+        )  # fmt: skip
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
              "-b", f"127.0.0.1:{baseline_port}", "--timeout", "120", "--log-level", "warning"],
@@ -200,19 +273,24 @@ def main() -> int:
             stack.start("web", "relay", "generator", "bridge", "worker", "beat")
             baseline = f"http://127.0.0.1:{baseline_port}"
             wait_until(lambda: _up(f"{baseline}/healthz"), timeout=30, what="gunicorn")
+            wait_until(lambda: _up(f"http://127.0.0.1:{uvicorn_port}/healthz"), timeout=30, what="uvicorn")
             warm = uuid.uuid4().hex
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
             ledger.settle(warm, 5, timeout=60)
+            register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}")
             results: dict[str, list[dict]] = {s: [] for s in scenarios}
             for i in range(args.runs):
                 if "burst" in scenarios:
                     results["burst"].append(burst_run(stack.base_url, baseline, key, ledger, args))
                 if "accept" in scenarios:
-                    results["accept"].append(accept_run(stack.base_url, baseline, key, ledger, args))
+                    others = {"gunicorn": baseline, "uvicorn": f"http://127.0.0.1:{uvicorn_port}"}
+                    results["accept"].append(accept_run(stack, others, key, ledger, args))
+                if "overhead" in scenarios:
+                    results["overhead"].append(overhead_run(stack.base_url, overhead_key, ledger, args))
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
         finally:
-            for proc in (gunicorn, llm):
+            for proc in (gunicorn, uvicorn, llm, backend):
                 proc.terminate()
             stack.stop_all()
     print(f"\n## burst: {args.burst} requests at once, model latency {args.latency_ms:.0f} ms, client timeout "
@@ -222,9 +300,23 @@ def main() -> int:
     if results.get("accept"):
         print(f"\n## accept path: {args.accept_seconds:.0f} s closed-loop (64 in flight), then {args.rate:.0f}/s\n")
         print("\n".join(summarise(results["accept"], list(results["accept"][0]))))
+    if results.get("overhead"):
+        print(f"\n## overhead: echo at 0 ms, accept → final WebSocket message, {args.overhead_rate:.0f}/s offered; "
+              "then 64 in flight through the webhook + callback\n")  # fmt: skip
+        print("\n".join(summarise(results["overhead"], list(results["overhead"][0]))))
     void = [r for rs in results.values() for r in rs if not r["ledger_ok"]]
     print(f"\nledger: {'balanced in every run' if not void else f'{len(void)} run(s) VOID'}")
     return 1 if void else 0
+
+
+def register_endpoint(base: str, key: str, backend: str) -> None:
+    """The overhead project's endpoint: the customer backend answers 200 and calls back at once."""
+    import httpx
+
+    created = httpx.post(f"{base}/v1/webhook-endpoints", json={"url": f"{backend}/hooks/bench/data"},
+                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    created.raise_for_status()
+    httpx.post(f"{backend}/secrets/bench", json={"secrets": [created.json()["secret"]]}).raise_for_status()
 
 
 def _up(url: str) -> bool:
