@@ -29,7 +29,6 @@ import argparse
 import json
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import psycopg
 
 from bench.environment import PRODUCTION_ON_LOOPBACK
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
+from orchestrator.process import unwind_on_sigterm
 from tests.processes import ServiceProcesses
 
 STATE_DIR = DEFAULT_STATE_DIR / "chaos"
@@ -261,7 +261,7 @@ def check(run: Run, total: int, rows: list[tuple], webhooks: list[dict]) -> tupl
 
 def main() -> int:
     global run_started
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lifecycles", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=40, help="lifecycles offered per second")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ import psycopg
 
 from bench.environment import PRODUCTION_ON_LOOPBACK
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
+from orchestrator.process import unwind_on_sigterm
 from tests.processes import ServiceProcesses
 
 STATE_DIR = DEFAULT_STATE_DIR / "bench"
@@ -59,6 +61,26 @@ class Ledger:
     def ids(self, tag: str) -> set[str]:
         rows = self.conn.execute("SELECT id::text FROM lifecycle_lifecycle WHERE metadata->>'run' = %s", [tag])
         return {row[0] for row in rows.fetchall()}
+
+    def wait_deliveries(self, tag: str, expected: int, timeout: float) -> None:
+        """Until every lifecycle of the run has its delivery row (generated, waiting for a worker)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._deliveries(tag) < expected:
+            time.sleep(0.5)
+
+    def _deliveries(self, tag: str, status: str | None = None) -> int:
+        query = (
+            "SELECT count(*) FROM webhooks_delivery d JOIN lifecycle_lifecycle l ON l.id = d.lifecycle_id "
+            "WHERE l.metadata->>'run' = %s"
+        )
+        params = [tag]
+        if status:
+            query += " AND d.status = %s"
+            params.append(status)
+        return self.conn.execute(query, params).fetchone()[0]
+
+    def delivered(self, tag: str) -> int:
+        return self._deliveries(tag, "succeeded")
 
     def drain_s(self, tag: str) -> float | None:
         (value,) = self.conn.execute(
@@ -141,7 +163,7 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
     rate = load("rate", f"{base}/v1/lifecycles", key, "--seconds", seconds,
                 "--rate", str(args.rate), "--concurrency", "256", "--body", body)  # fmt: skip
     runs = [*phases.values(), rate]
-    counts = ledger.settle(tag, sum(run["outcomes"].get("202", 0) for run in runs), timeout=120)
+    counts = ledger.settle(tag, sum(run["outcomes"].get("202", 0) for run in runs), timeout=600)
     closed = phases["daphne"]
     figures = {
         "healthz_per_s": healthz["rate_per_s"],
@@ -202,6 +224,74 @@ def overhead_run(base: str, key: str, ledger: Ledger, args) -> dict:
     }
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and its children (the Procfile's shell runs the real process)."""
+    total = 0
+    for task in [pid, *(int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]:
+        for line in Path(f"/proc/{task}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def flight_run(stack: ServiceProcesses, api: str, key: str, ledger: Ledger, args) -> dict:
+    """N lifecycles in flight at once against the slow model: accepted while the relay is paused (the requests
+    wait in the outbox), then released together; time until all are done, and the generator's peak RSS."""
+    tag = uuid.uuid4().hex
+    body = json.dumps({"model": "openai/bench", "prompt": "hello", "metadata": {"run": tag}})
+    stack.signal("relay", signal.SIGSTOP)
+    try:
+        accepted = load("burst", f"{api}/v1/lifecycles", key, "--n", str(args.flight),
+                        "--timeout", "600", "--body", body)  # fmt: skip
+    finally:
+        stack.signal("relay", signal.SIGCONT)
+    released = time.monotonic()
+    peak, counts = 0.0, {}
+    while time.monotonic() - released < args.latency_ms / 1000 * 6 + 60:
+        peak = max(peak, rss_mib(stack.procs["generator"].pid))
+        counts = ledger.statuses(tag)
+        if sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled")) >= accepted["outcomes"].get("202", 0):
+            break
+        time.sleep(0.25)
+    return {
+        "in_flight": accepted["outcomes"].get("202", 0),
+        "all_done_s": round(time.monotonic() - released, 2),
+        "completed": counts.get("completed", 0),
+        "failed": counts.get("failed", 0),
+        "generator_peak_rss_mib": round(peak, 1),
+        "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
+    }
+
+
+def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
+    """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the worker is
+    paused, then released; attempts per second until all are delivered."""
+    tag = uuid.uuid4().hex
+    body = json.dumps(
+        {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "webhook"}, "metadata": {"run": tag}}
+    )
+    stack.signal("worker", signal.SIGSTOP)
+    try:
+        accepted = load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(args.webhooks),
+                        "--timeout", "600", "--body", body)  # fmt: skip
+        ledger.wait_deliveries(tag, accepted["outcomes"].get("202", 0), timeout=300)
+    finally:
+        stack.signal("worker", signal.SIGCONT)
+    released = time.monotonic()
+    delivered = 0
+    while time.monotonic() - released < 600 and delivered < accepted["outcomes"].get("202", 0):
+        delivered = ledger.delivered(tag)
+        time.sleep(0.2)
+    elapsed = time.monotonic() - released
+    counts = ledger.settle(tag, accepted["outcomes"].get("202", 0), timeout=60)
+    return {
+        "deliveries": delivered,
+        "delivered_in_s": round(elapsed, 2),
+        "deliveries_per_s": round(delivered / elapsed, 1),
+        "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
+    }
+
+
 def summarise(runs: list[dict], fields: list[str]) -> list[str]:
     lines = ["| figure | median | min | max |", "| --- | --- | --- | --- |"]
     for field in fields:
@@ -215,8 +305,7 @@ def summarise(runs: list[dict], fields: list[str]) -> list[str]:
 
 
 def main() -> int:
-    # SIGTERM unwinds like Ctrl-C, so the servers and processes this started are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenarios", default="burst,accept,overhead")
@@ -226,9 +315,13 @@ def main() -> int:
     parser.add_argument("--accept-seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--overhead-rate", type=float, default=50)
+    parser.add_argument("--flight", type=int, default=10000, help="lifecycles in flight at once (scenario flight)")
+    parser.add_argument("--webhooks", type=int, default=2000, help="deliveries queued at once (scenario webhooks)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
 
+    # A fresh database each time: lifecycles left in flight by an interrupted run would load this one.
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
     with running(EmbeddedStack.on_free_ports(STATE_DIR)) as servers:
         logs = STATE_DIR / "logs"
         llm_port = free_port()
@@ -238,7 +331,7 @@ def main() -> int:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}",
             "OPENAI_API_KEY": "bench",
             "PROVIDER_TIMEOUT_S": str(args.latency_ms / 1000 + 30),
-            "GENERATOR_CONCURRENCY": "4000",
+            "GENERATOR_CONCURRENCY": "12000",
             "RATE_LIMIT_PER_S": "1000000",
             "BENCH_BASELINE": "true",
         }
@@ -250,49 +343,78 @@ def main() -> int:
         created = subprocess.run([sys.executable, "manage.py", "createproject", "bench-overhead"], cwd=PROJECT_DIR,
                                  check=True, capture_output=True, text=True)  # fmt: skip
         overhead_key = json.loads(created.stdout)["api_key"]
+        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench-webhooks"], cwd=PROJECT_DIR,
+                                 check=True, capture_output=True, text=True)  # fmt: skip
+        webhooks_key = json.loads(created.stdout)["api_key"]
         backend_port = free_port()
         backend = subprocess.Popen([sys.executable, "-m", "tests.fakes.customer_backend", str(backend_port)],
                                    cwd=PROJECT_DIR)  # fmt: skip
         llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(llm_port), str(args.latency_ms)],
                                cwd=PROJECT_DIR)  # fmt: skip
         stack = ServiceProcesses.create(log_dir=logs, **env)
-        baseline_port, uvicorn_port = free_port(), free_port()
-        # The same ASGI application under uvicorn with one worker per core, for the accept path's comparison.
+        baseline_port, api_port, uvicorn_port = free_port(), free_port(), free_port()
+        # The same project under other servers, for the accept path's comparison: gunicorn's sync workers (not
+        # the baseline's, which a burst keeps busy for minutes) and uvicorn with one worker per core.
+        api = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
+             "-b", f"127.0.0.1:{api_port}", "--log-level", "warning"],
+            cwd=PROJECT_DIR, env=stack.env,
+        )  # fmt: skip
         uvicorn = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "orchestrator.asgi:application", "--workers", str(os.cpu_count() or 2),
              "--port", str(uvicorn_port), "--log-level", "warning", "--no-access-log"],
             cwd=PROJECT_DIR, env={**stack.env, "PROCESS_NAME": "web"},
         )  # fmt: skip
-        gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
-             "-b", f"127.0.0.1:{baseline_port}", "--timeout", "120", "--log-level", "warning"],
-            cwd=PROJECT_DIR, env=stack.env,
-        )  # fmt: skip
+
+        def start_baseline(port: int) -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
+                 "-b", f"127.0.0.1:{port}", "--timeout", "120", "--log-level", "warning"],
+                cwd=PROJECT_DIR, env=stack.env,
+            )  # fmt: skip
+
+        gunicorn = start_baseline(baseline_port)
         ledger = Ledger(env["DATABASE_URL"])
         try:
             stack.start("web", "relay", "generator", "bridge", "worker", "beat")
             baseline = f"http://127.0.0.1:{baseline_port}"
             wait_until(lambda: _up(f"{baseline}/healthz"), timeout=30, what="gunicorn")
-            wait_until(lambda: _up(f"http://127.0.0.1:{uvicorn_port}/healthz"), timeout=30, what="uvicorn")
+            for port in (api_port, uvicorn_port):
+                wait_until(lambda p=port: _up(f"http://127.0.0.1:{p}/healthz"), timeout=30, what=f"server on {port}")
             warm = uuid.uuid4().hex
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
             ledger.settle(warm, 5, timeout=60)
-            register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}")
+            register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}", "data")
+            register_endpoint(stack.base_url, webhooks_key, f"http://127.0.0.1:{backend_port}", "silent")
             results: dict[str, list[dict]] = {s: [] for s in scenarios}
             for i in range(args.runs):
                 if "burst" in scenarios:
+                    if i:  # a fresh baseline: the last burst's abandoned requests keep its workers busy for minutes
+                        gunicorn.terminate()
+                        baseline_port = free_port()
+                        baseline = f"http://127.0.0.1:{baseline_port}"
+                        gunicorn = start_baseline(baseline_port)
+                        wait_until(lambda url=baseline: _up(f"{url}/healthz"), timeout=30, what="gunicorn")
                     results["burst"].append(burst_run(stack.base_url, baseline, key, ledger, args))
-                if "accept" in scenarios:
-                    others = {"gunicorn": baseline, "uvicorn": f"http://127.0.0.1:{uvicorn_port}"}
-                    results["accept"].append(accept_run(stack, others, key, ledger, args))
+                # Overhead first, on a quiet stack: the accept scenario leaves a backlog behind it.
                 if "overhead" in scenarios:
                     results["overhead"].append(overhead_run(stack.base_url, overhead_key, ledger, args))
+                if "flight" in scenarios:
+                    batch_url = f"http://127.0.0.1:{api_port}"  # gunicorn accepts a batch ~3x faster than daphne
+                    results["flight"].append(flight_run(stack, batch_url, key, ledger, args))
+                if "webhooks" in scenarios:
+                    results["webhooks"].append(webhooks_run(stack, webhooks_key, ledger, args))
+                if "accept" in scenarios:
+                    others = {"gunicorn": f"http://127.0.0.1:{api_port}", "uvicorn": f"http://127.0.0.1:{uvicorn_port}"}
+                    results["accept"].append(accept_run(stack, others, key, ledger, args))
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
         finally:
-            for proc in (gunicorn, uvicorn, llm, backend):
-                proc.terminate()
-            stack.stop_all()
+            try:
+                for proc in (gunicorn, api, uvicorn, llm, backend):
+                    proc.terminate()
+            finally:
+                stack.stop_all()
     print(f"\n## burst: {args.burst} requests at once, model latency {args.latency_ms:.0f} ms, client timeout "
           f"{args.client_timeout:.0f} s (sync: gunicorn, {GUNICORN_WORKERS} sync workers)\n")  # fmt: skip
     if results.get("burst"):
@@ -300,6 +422,13 @@ def main() -> int:
     if results.get("accept"):
         print(f"\n## accept path: {args.accept_seconds:.0f} s closed-loop (64 in flight), then {args.rate:.0f}/s\n")
         print("\n".join(summarise(results["accept"], list(results["accept"][0]))))
+    for name, title in (
+        ("flight", f"{args.flight} in flight at once, model latency {args.latency_ms:.0f} ms"),
+        ("webhooks", f"{args.webhooks} webhook deliveries released at once to a loopback receiver"),
+    ):
+        if results.get(name):
+            print(f"\n## {name}: {title}\n")
+            print("\n".join(summarise(results[name], list(results[name][0]))))
     if results.get("overhead"):
         print(f"\n## overhead: echo at 0 ms, accept → final WebSocket message, {args.overhead_rate:.0f}/s offered; "
               "then 64 in flight through the webhook + callback\n")  # fmt: skip
@@ -309,14 +438,16 @@ def main() -> int:
     return 1 if void else 0
 
 
-def register_endpoint(base: str, key: str, backend: str) -> None:
-    """The overhead project's endpoint: the customer backend answers 200 and calls back at once."""
+def register_endpoint(base: str, key: str, backend: str, script: str) -> None:
+    """A project's endpoint on the customer backend: ``data`` answers 200 and calls back at once, ``silent``
+    only answers 200 (tests/fakes/customer_backend.py)."""
     import httpx
 
-    created = httpx.post(f"{base}/v1/webhook-endpoints", json={"url": f"{backend}/hooks/bench/data"},
+    created = httpx.post(f"{base}/v1/webhook-endpoints", json={"url": f"{backend}/hooks/bench-{script}/{script}"},
                          headers={"Authorization": f"Bearer {key}"})  # fmt: skip
     created.raise_for_status()
-    httpx.post(f"{backend}/secrets/bench", json={"secrets": [created.json()["secret"]]}).raise_for_status()
+    share = httpx.post(f"{backend}/secrets/bench-{script}", json={"secrets": [created.json()["secret"]]})
+    share.raise_for_status()
 
 
 def _up(url: str) -> bool:

@@ -23,3 +23,15 @@ class GracefulExit:
 
     def wait(self, seconds: float) -> bool:
         return self.event.wait(seconds)
+
+
+def unwind_on_sigterm() -> None:
+    """For supervisors (the bench runners): SIGTERM unwinds like Ctrl-C, so ``finally`` blocks stop what was
+    started. Further SIGTERMs (``timeout`` forwarding one, a second ``pkill``) are ignored from then on, so
+    they cannot cut that cleanup short and orphan its processes."""
+
+    def unwind(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, unwind)

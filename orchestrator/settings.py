@@ -195,6 +195,8 @@ WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=["127.0.
 # Generation: concurrency per generator process and how long a claimed generation may run before the
 # reconciler assumes its worker died and re-drives it.
 GENERATOR_CONCURRENCY = env.int("GENERATOR_CONCURRENCY", default=256)
+# Threads (each with its own database connection) that run a generator's database work.
+GENERATOR_DB_THREADS = env.int("GENERATOR_DB_THREADS", default=16)
 GENERATION_LEASE_S = env.int("GENERATION_LEASE_S", default=120)
 PROVIDER_TIMEOUT_S = env.float("PROVIDER_TIMEOUT_S", default=60.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
