@@ -1,6 +1,6 @@
 """The load generator, run as its own process so the service and the client do not share an interpreter.
 
-    python -m bench.load burst URL API_KEY --n 200 --timeout 30 --body JSON   # N requests at once
+    python -m bench.load burst URL API_KEY --n 200 --timeout 30 --body JSON   # N requests at once (≤ 512 connections)
     python -m bench.load closed URL API_KEY --seconds 10 --concurrency 64     # as fast as answers come
     python -m bench.load rate URL API_KEY --seconds 10 --rate 500             # a fixed arrival rate
 
@@ -18,6 +18,8 @@ import json
 import statistics
 import time
 from urllib.parse import urlsplit
+
+MAX_BURST_CONNECTIONS = 512
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -114,8 +116,19 @@ async def main(args) -> dict:
 
     start = time.perf_counter()
     if args.mode == "burst":
-        connections = [connection() for _ in range(args.n)]
-        await asyncio.gather(*(recorder.one(c, args.timeout, start) for c in connections))
+        # N requests at once, over at most MAX_BURST_CONNECTIONS connections (each sends its share back to
+        # back): thousands of simultaneous connects would overflow the server's listen backlog instead.
+        remaining = args.n
+
+        async def sender() -> None:
+            nonlocal remaining
+            c = connection()
+            while remaining > 0:
+                remaining -= 1
+                await recorder.one(c, args.timeout, start)
+            c.close()
+
+        await asyncio.gather(*(sender() for _ in range(min(args.n, MAX_BURST_CONNECTIONS))))
     elif args.mode == "closed":
         deadline = start + args.seconds
 
