@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.environment import PRODUCTION_ON_LOOPBACK
+from bench.environment import PRODUCTION_ON_LOOPBACK, answers
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
 from tests.processes import ServiceProcesses
@@ -295,7 +295,7 @@ def main() -> int:
         backend = f"http://127.0.0.1:{backend_port}"
         try:
             stack.start(*PROCESSES)
-            wait_until(lambda: _up(f"{backend}/received/none"), timeout=20, what="customer backend")
+            wait_until(lambda: answers(f"{backend}/received/none"), timeout=20, what="customer backend")
             api = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
             hook = api.post("/v1/webhook-endpoints", json={"url": f"{backend}/hooks/chaos/chaos"})
             hook.raise_for_status()
@@ -335,13 +335,6 @@ def main() -> int:
 def _helper(log_path: Path, module: str, *args: str) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PROJECT_DIR, stdout=log, stderr=log)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

@@ -12,3 +12,13 @@ PRODUCTION_ON_LOOPBACK = {
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the customer backend runs on loopback
     "LOG_LEVEL": "WARNING",
 }
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now (for waiting on a server the bench started)."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.environment import PRODUCTION_ON_LOOPBACK
+from bench.environment import PRODUCTION_ON_LOOPBACK, answers
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
 from tests.processes import ServiceProcesses
@@ -378,9 +378,11 @@ def main() -> int:
         try:
             stack.start("web", "relay", "generator", "bridge", "worker", "beat")
             baseline = f"http://127.0.0.1:{baseline_port}"
-            wait_until(lambda: _up(f"{baseline}/healthz"), timeout=30, what="gunicorn")
+            wait_until(lambda: answers(f"{baseline}/healthz"), timeout=30, what="gunicorn")
             for port in (api_port, uvicorn_port):
-                wait_until(lambda p=port: _up(f"http://127.0.0.1:{p}/healthz"), timeout=30, what=f"server on {port}")
+                wait_until(
+                    lambda p=port: answers(f"http://127.0.0.1:{p}/healthz"), timeout=30, what=f"server on {port}"
+                )
             warm = uuid.uuid4().hex
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
@@ -395,7 +397,7 @@ def main() -> int:
                         baseline_port = free_port()
                         baseline = f"http://127.0.0.1:{baseline_port}"
                         gunicorn = start_baseline(baseline_port)
-                        wait_until(lambda url=baseline: _up(f"{url}/healthz"), timeout=30, what="gunicorn")
+                        wait_until(lambda url=baseline: answers(f"{url}/healthz"), timeout=30, what="gunicorn")
                     results["burst"].append(burst_run(stack.base_url, baseline, key, ledger, args))
                 # Overhead first, on a quiet stack: the accept scenario leaves a backlog behind it.
                 if "overhead" in scenarios:
@@ -448,15 +450,6 @@ def register_endpoint(base: str, key: str, backend: str, script: str) -> None:
     created.raise_for_status()
     share = httpx.post(f"{backend}/secrets/bench-{script}", json={"secrets": [created.json()["secret"]]})
     share.raise_for_status()
-
-
-def _up(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":
