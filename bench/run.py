@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -292,6 +293,44 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
     }
 
 
+def sockets_run(stack: ServiceProcesses, key: str, args) -> dict:
+    """5,000 sockets on the one web process, final-message lateness, and its RSS across 10,000 connect and
+    disconnect cycles (the second half compared with the first, so warm-up growth does not count)."""
+    web = stack.procs["web"].pid
+    peak = rss_mib(web)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(sockets, "hold", stack.base_url, key, "--lifecycles", str(args.sockets // 5),
+                           "--per-lifecycle", "5")  # fmt: skip
+        while not held.done():
+            peak = max(peak, rss_mib(web))
+            time.sleep(0.5)
+        hold = held.result()
+    half = str(args.cycles // 2)
+    sockets("churn", stack.base_url, key, "--cycles", half)
+    after_first_half = rss_mib(web)
+    churn = sockets("churn", stack.base_url, key, "--cycles", half)
+    after = rss_mib(web)
+    return {
+        "sockets_open_at_once": hold["peak_open"],
+        "finals_received": hold["outcomes"].get("final", 0),
+        "final_late_p50_ms": hold["final_late_p50_ms"],
+        "final_late_p99_ms": hold["final_late_p99_ms"],
+        "web_peak_rss_mib": round(peak, 1),
+        "rss_after_half_cycles_mib": round(after_first_half, 1),
+        "rss_after_all_cycles_mib": round(after, 1),
+        "rss_growth_second_half_mib": round(after - after_first_half, 1),
+        "churn_errors": {k: v for k, v in churn["outcomes"].items() if k != "closed"},
+        "ledger_ok": True,  # its lifecycles carry no run tag; the sockets' own counts are above
+    }
+
+
+def sockets(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sockets", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
 def summarise(runs: list[dict], fields: list[str]) -> list[str]:
     lines = ["| figure | median | min | max |", "| --- | --- | --- | --- |"]
     for field in fields:
@@ -317,6 +356,8 @@ def main() -> int:
     parser.add_argument("--overhead-rate", type=float, default=50)
     parser.add_argument("--flight", type=int, default=10000, help="lifecycles in flight at once (scenario flight)")
     parser.add_argument("--webhooks", type=int, default=2000, help="deliveries queued at once (scenario webhooks)")
+    parser.add_argument("--sockets", type=int, default=5000, help="sockets open at once (scenario sockets)")
+    parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (scenario sockets)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
 
@@ -405,6 +446,8 @@ def main() -> int:
                 if "flight" in scenarios:
                     batch_url = f"http://127.0.0.1:{api_port}"  # gunicorn accepts a batch ~3x faster than daphne
                     results["flight"].append(flight_run(stack, batch_url, key, ledger, args))
+                if "sockets" in scenarios:
+                    results["sockets"].append(sockets_run(stack, key, args))
                 if "webhooks" in scenarios:
                     results["webhooks"].append(webhooks_run(stack, webhooks_key, ledger, args))
                 if "accept" in scenarios:
@@ -427,6 +470,7 @@ def main() -> int:
     for name, title in (
         ("flight", f"{args.flight} in flight at once, model latency {args.latency_ms:.0f} ms"),
         ("webhooks", f"{args.webhooks} webhook deliveries released at once to a loopback receiver"),
+        ("sockets", f"{args.sockets} sockets on one web process, then {args.cycles} connect/close cycles"),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")
