@@ -311,7 +311,9 @@ def sockets_run(stack: ServiceProcesses, key: str, args) -> dict:
     churn = sockets("churn", stack.base_url, key, "--cycles", half)
     after = rss_mib(web)
     return {
+        "lifecycles": hold["lifecycles"],
         "sockets_open_at_once": hold["peak_open"],
+        "hold_errors": {k: v for k, v in hold["outcomes"].items() if k != "final"},
         "finals_received": hold["outcomes"].get("final", 0),
         "final_late_p50_ms": hold["final_late_p50_ms"],
         "final_late_p99_ms": hold["final_late_p99_ms"],

@@ -49,12 +49,15 @@ async def hold(args) -> dict:
                        "params": {"latency_ms": args.latency_ms}}).encode()  # fmt: skip
     lifecycles = await create(args.base_url, args.api_key, body, args.lifecycles)
     open_now, peak, lateness, outcomes = 0, 0, [], {}
+    handshakes = asyncio.Semaphore(100)
 
     async def subscriber(lifecycle: dict) -> None:
         nonlocal open_now, peak
         url = f"{ws_base}/ws/lifecycles/{lifecycle['id']}?token={lifecycle['ws_token']}"
         try:
-            async with websockets.connect(url, open_timeout=60, max_queue=None) as socket:
+            async with handshakes:  # frontends arrive over time, not in one instant: 100 handshakes at once
+                socket = await websockets.connect(url, open_timeout=60, max_queue=None)
+            async with socket:
                 open_now += 1
                 peak = max(peak, open_now)
                 try:
@@ -67,6 +70,9 @@ async def hold(args) -> dict:
                             return
                 finally:
                     open_now -= 1
+        except websockets.InvalidStatus as exc:
+            name = f"refused_{exc.response.status_code}"
+            outcomes[name] = outcomes.get(name, 0) + 1
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             outcomes[exc.__class__.__name__] = outcomes.get(exc.__class__.__name__, 0) + 1
 

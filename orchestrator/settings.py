@@ -127,8 +127,12 @@ KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=6000)
 
 # Connections that Redis dropped (a restart) are reconnected and the command retried, with backoff for
-# up to about 10 s, instead of failing the socket that happened to use them.
+# up to about 10 s, instead of failing the socket that happened to use them. redis-py's asyncio pools
+# refuse a 101st connection outright ("Too many connections"), which failed socket handshakes during a
+# connect storm: REDIS_MAX_CONNECTIONS per web process instead.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 REDIS_RETRY = {
+    "max_connections": REDIS_MAX_CONNECTIONS,
     "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     "health_check_interval": 15,

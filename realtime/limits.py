@@ -22,6 +22,7 @@ def _redis() -> redis.Redis:
         socket_connect_timeout=0.5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),  # a socket open waits on this
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
     )
 
 
