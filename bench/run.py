@@ -17,6 +17,7 @@ Every run keeps a ledger: lifecycles accepted == completed + failed + in flight 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,11 +41,24 @@ STATE_DIR = DEFAULT_STATE_DIR / "bench"
 GUNICORN_WORKERS = 4
 
 
-def load(*args: str) -> dict:
+def client(name: str, *args: str) -> dict:
+    """Run the load client ``bench.<name>`` in its own process; it prints one JSON object."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.load", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+        [sys.executable, "-m", f"bench.{name}", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout)
+
+
+load = functools.partial(client, "load")
+overhead = functools.partial(client, "overhead")
+sockets = functools.partial(client, "sockets")
+
+
+def create_project(name: str) -> str:
+    """A project in the bench's database; returns its API key."""
+    created = subprocess.run([sys.executable, "manage.py", "createproject", name], cwd=PROJECT_DIR,
+                             check=True, capture_output=True, text=True)  # fmt: skip
+    return json.loads(created.stdout)["api_key"]
 
 
 class Ledger:
@@ -191,13 +205,6 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
     }
 
 
-def overhead(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
-
-
 def overhead_run(base: str, key: str, ledger: Ledger, args) -> dict:
     """Echo at 0 ms; accept → final WebSocket message, direct and through a loopback backend that calls back
     at once (the overhead project has an endpoint, so its lifecycles default to webhook + callback)."""
@@ -293,14 +300,15 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
     }
 
 
-def sockets_run(stack: ServiceProcesses, key: str, args) -> dict:
+def sockets_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     """5,000 sockets on the one web process, final-message lateness, and its RSS across 10,000 connect and
     disconnect cycles (the second half compared with the first, so warm-up growth does not count)."""
     web = stack.procs["web"].pid
     peak = rss_mib(web)
+    tag = uuid.uuid4().hex
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(sockets, "hold", stack.base_url, key, "--lifecycles", str(args.sockets // 5),
-                           "--per-lifecycle", "5")  # fmt: skip
+                           "--per-lifecycle", "5", "--tag", tag)  # fmt: skip
         while not held.done():
             peak = max(peak, rss_mib(web))
             time.sleep(0.5)
@@ -310,6 +318,7 @@ def sockets_run(stack: ServiceProcesses, key: str, args) -> dict:
     after_first_half = rss_mib(web)
     churn = sockets("churn", stack.base_url, key, "--cycles", half)
     after = rss_mib(web)
+    counts = ledger.settle(tag, len(hold["ids"]), timeout=120)
     return {
         "lifecycles": hold["lifecycles"],
         "sockets_open_at_once": hold["peak_open"],
@@ -322,15 +331,8 @@ def sockets_run(stack: ServiceProcesses, key: str, args) -> dict:
         "rss_after_all_cycles_mib": round(after, 1),
         "rss_growth_second_half_mib": round(after - after_first_half, 1),
         "churn_errors": {k: v for k, v in churn["outcomes"].items() if k != "closed"},
-        "ledger_ok": True,  # its lifecycles carry no run tag; the sockets' own counts are above
+        "ledger_ok": balanced(hold["ids"], counts, ledger, tag),
     }
-
-
-def sockets(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.sockets", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
 
 
 def summarise(runs: list[dict], fields: list[str]) -> list[str]:
@@ -380,15 +382,7 @@ def main() -> int:
         }
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
-        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench"], cwd=PROJECT_DIR,
-                                 check=True, capture_output=True, text=True)  # fmt: skip
-        key = json.loads(created.stdout)["api_key"]
-        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench-overhead"], cwd=PROJECT_DIR,
-                                 check=True, capture_output=True, text=True)  # fmt: skip
-        overhead_key = json.loads(created.stdout)["api_key"]
-        created = subprocess.run([sys.executable, "manage.py", "createproject", "bench-webhooks"], cwd=PROJECT_DIR,
-                                 check=True, capture_output=True, text=True)  # fmt: skip
-        webhooks_key = json.loads(created.stdout)["api_key"]
+        key, overhead_key, webhooks_key = (create_project(n) for n in ("bench", "bench-overhead", "bench-webhooks"))
         backend_port = free_port()
         backend = subprocess.Popen([sys.executable, "-m", "tests.fakes.customer_backend", str(backend_port)],
                                    cwd=PROJECT_DIR)  # fmt: skip
@@ -449,7 +443,7 @@ def main() -> int:
                     batch_url = f"http://127.0.0.1:{api_port}"  # gunicorn accepts a batch ~3x faster than daphne
                     results["flight"].append(flight_run(stack, batch_url, key, ledger, args))
                 if "sockets" in scenarios:
-                    results["sockets"].append(sockets_run(stack, key, args))
+                    results["sockets"].append(sockets_run(stack, key, ledger, args))
                 if "webhooks" in scenarios:
                     results["webhooks"].append(webhooks_run(stack, webhooks_key, ledger, args))
                 if "accept" in scenarios:

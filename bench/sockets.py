@@ -46,7 +46,7 @@ async def create(url: str, api_key: str, body: bytes, n: int) -> list[dict]:
 async def hold(args) -> dict:
     ws_base = args.base_url.replace("http://", "ws://", 1)
     body = json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "direct"},
-                       "params": {"latency_ms": args.latency_ms}}).encode()  # fmt: skip
+                       "params": {"latency_ms": args.latency_ms}, "metadata": {"run": args.tag}}).encode()  # fmt: skip
     lifecycles = await create(args.base_url, args.api_key, body, args.lifecycles)
     open_now, peak, lateness, outcomes = 0, 0, [], {}
     handshakes = asyncio.Semaphore(100)
@@ -81,6 +81,7 @@ async def hold(args) -> dict:
     await asyncio.gather(*tasks)
     return {
         "lifecycles": len(lifecycles),
+        "ids": [lifecycle["id"] for lifecycle in lifecycles],
         "sockets": len(tasks),
         "peak_open": peak,
         "outcomes": outcomes,
@@ -128,5 +129,6 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=int, default=90000)
     parser.add_argument("--cycles", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--tag", default="", help="metadata.run of the lifecycles, for the runner's ledger")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(hold(args) if args.mode == "hold" else churn(args))))

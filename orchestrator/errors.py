@@ -8,7 +8,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-_CODES = {
+ERROR_CODES = {
     status.HTTP_400_BAD_REQUEST: "invalid_request",
     status.HTTP_401_UNAUTHORIZED: "unauthenticated",
     status.HTTP_403_FORBIDDEN: "forbidden",
@@ -49,7 +49,7 @@ def exception_handler(exc, context) -> Response | None:
         message, details = "The request is invalid.", detail
     else:
         message, details = str(detail), None
-    code = _CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+    code = ERROR_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
     response.data = error_body(code, message, details)
     return response
 

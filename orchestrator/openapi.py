@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from orchestrator.errors import _CODES
+from orchestrator.errors import ERROR_CODES
 
 
 def results_of(serializer_class: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
@@ -74,7 +74,7 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 "type": "object",
                 "required": ["code", "message", "details"],
                 "properties": {
-                    "code": {"type": "string", "enum": sorted(set(_CODES.values()))},
+                    "code": {"type": "string", "enum": sorted(set(ERROR_CODES.values()))},
                     "message": {"type": "string"},
                     "details": {"nullable": True},
                 },
