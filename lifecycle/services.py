@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lifecycle import delivery, outbox, tracing
-from lifecycle.models import ApiKey, Lifecycle, Project, TimelineEvent
+from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
 from orchestrator import metrics
 
@@ -93,12 +93,13 @@ def kafka_headers(lifecycle: Lifecycle, event_type: str) -> dict[str, str]:
     }
 
 
-def _record(
+def _next_event(
     lifecycle: Lifecycle, *, event: str, payload: dict[str, Any], duration_ms: float | None = None
-) -> TimelineEvent:
-    """Append a timeline event to a lifecycle whose row this transaction holds locked, and publish it."""
+) -> tuple[TimelineEvent, OutboxMessage]:
+    """The next timeline event of a lifecycle whose row this transaction holds locked (or is creating), and
+    the outbox message that publishes it; neither is written yet."""
     lifecycle.last_seq += 1
-    timeline_event = TimelineEvent.objects.create(
+    timeline_event = TimelineEvent(
         lifecycle=lifecycle,
         seq=lifecycle.last_seq,
         event=event,
@@ -106,13 +107,23 @@ def _record(
         duration_ms=duration_ms,
         payload=_bounded(payload),
     )
-    outbox.enqueue(
+    message = outbox.message(
         topic=outbox.TOPIC_EVENTS,
         key=str(lifecycle.id),
         event_type=event,
         headers=kafka_headers(lifecycle, event),
         payload=event_message(lifecycle, timeline_event),
     )
+    return timeline_event, message
+
+
+def _record(
+    lifecycle: Lifecycle, *, event: str, payload: dict[str, Any], duration_ms: float | None = None
+) -> TimelineEvent:
+    """Append a timeline event to a lifecycle whose row this transaction holds locked, and publish it."""
+    timeline_event, message = _next_event(lifecycle, event=event, payload=payload, duration_ms=duration_ms)
+    timeline_event.save(force_insert=True)
+    outbox.enqueue_all([message])
     return timeline_event
 
 
@@ -131,8 +142,8 @@ def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[s
     }
 
 
-def _request_generation(lifecycle: Lifecycle) -> None:
-    outbox.enqueue(
+def _generation_request(lifecycle: Lifecycle) -> OutboxMessage:
+    return outbox.message(
         topic=outbox.TOPIC_REQUESTS,
         key=str(lifecycle.id),
         event_type="generation.requested",
@@ -186,7 +197,7 @@ def transition(
         event_payload = {"from": previous, **(payload or {})}
         duration_ms = (timezone.now() - started).total_seconds() * 1000
         _record(lifecycle, event=EVENT_FOR_STATUS[to], payload=event_payload, duration_ms=duration_ms)
-        lifecycle.save()
+        lifecycle.save(update_fields=["status", _STEP_TIMESTAMP[to], *(fields or {}), "last_seq", "updated_at"])
         transaction.on_commit(lambda: _observe_transition(lifecycle, previous, entered_previous))
         return lifecycle
 
@@ -249,7 +260,7 @@ def lifecycle_create(
             return existing, False
     try:
         with transaction.atomic():
-            lifecycle = Lifecycle.objects.create(
+            lifecycle = Lifecycle(
                 project=project,
                 status=Status.PENDING,
                 idempotency_key=idempotency_key or None,
@@ -262,9 +273,11 @@ def lifecycle_create(
             payload = {"model": request.model, "delivery": request.delivery.get("mode")}
             if replay_of is not None:
                 payload["replay_of"] = str(replay_of.id)
-            _record(lifecycle, event=EVENT_FOR_STATUS[Status.PENDING], payload=payload)
-            lifecycle.save(update_fields=["last_seq"])
-            _request_generation(lifecycle)
+            # Three INSERTs: the row (its first event already counted), that event, and both outbox messages.
+            created, event = _next_event(lifecycle, event=EVENT_FOR_STATUS[Status.PENDING], payload=payload)
+            lifecycle.save(force_insert=True)
+            created.save(force_insert=True)
+            outbox.enqueue_all([event, _generation_request(lifecycle)])
     except IntegrityError:
         # Two requests with one key raced; the loser answers like a retry.
         existing = _idempotent_match(project, idempotency_key, fingerprint) if idempotency_key else None
@@ -439,9 +452,12 @@ def lifecycles_redrive_stuck(*, limit: int = 500) -> int:
             lifecycle.next_redrive_at = now + timedelta(seconds=backoff)
             lifecycle.redriven_at = now
             lifecycle.redrive_count += 1
-            _record(lifecycle, event="lifecycle.redriven", payload={"status": lifecycle.status})
+            timeline_event, event = _next_event(
+                lifecycle, event="lifecycle.redriven", payload={"status": lifecycle.status}
+            )
+            timeline_event.save(force_insert=True)
+            outbox.enqueue_all([event, _generation_request(lifecycle)])
             lifecycle.save(update_fields=["redriven_at", "redrive_count", "next_redrive_at", "last_seq", "updated_at"])
-            _request_generation(lifecycle)
             redriven += 1
     return redriven
 
