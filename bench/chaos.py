@@ -46,10 +46,10 @@ import psycopg
 from bench.environment import PRODUCTION_ON_LOOPBACK, answers
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
-from tests.processes import ServiceProcesses
+from tests.processes import PROCFILE, ServiceProcesses
 
 STATE_DIR = DEFAULT_STATE_DIR / "chaos"
-PROCESSES = ("web", "relay", "generator", "bridge", "worker", "beat")
+PROCESSES = tuple(PROCFILE)
 FAULTS = ("web", "generator", "kafka", "relay", "worker", "redis", "bridge", "beat")
 TERMINAL = ("completed", "failed", "cancelled")
 

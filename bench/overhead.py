@@ -27,7 +27,6 @@ FINAL = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 class Overhead:
     def __init__(self, args) -> None:
         self.args = args
-        self.ws_base = args.base_url.replace("http://", "ws://", 1)
         self.latencies: list[float] = []
         self.outcomes: dict[str, int] = {}
         self.ids: list[str] = []
@@ -43,7 +42,7 @@ class Overhead:
                 return
             accepted = json.loads(body)
             self.ids.append(accepted["id"])
-            url = f"{self.ws_base}/ws/lifecycles/{accepted['id']}?token={accepted['ws_token']}"
+            url = f"{accepted['links']['websocket']}?token={accepted['ws_token']}"
             async with asyncio.timeout(self.args.timeout), websockets.connect(url) as socket:
                 async for raw in socket:
                     message = json.loads(raw)

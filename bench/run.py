@@ -1,15 +1,20 @@
 """The benchmark runner: one command starts the stack on the embedded servers, drives load from a separate
 process on loopback, and prints one table per scenario (median of the runs, with min and max).
 
-    .venv/bin/python -m bench.run                  # both scenarios, 3 runs
+    .venv/bin/python -m bench.run                              # burst, accept, overhead; 3 runs
+    .venv/bin/python -m bench.run --scenarios flight,webhooks  # the rest: also sockets
     .venv/bin/python -m bench.run --runs 5 --burst 400
 
-Scenarios:
+Scenarios (docs/performance.md has the figures and what each target needs):
 - burst: the product's claim, side by side in one run. A burst of N requests against the same fake model
   (8 s latency): the naive synchronous endpoint (`bench/baseline.py` under gunicorn, sync workers) and the
   lifecycle API (202, then Kafka, generators, ...). Accepted, timed out, completed, time to drain.
-- accept: the accept path (POST /v1/lifecycles, echo model) closed-loop and at a fixed 500/s, as a ratio to
-  GET /healthz on the same web process in the same run (the machine's noise cancels out).
+- accept: POST /v1/lifecycles closed-loop with the pipeline paused, on the web process (gunicorn) and, for
+  comparison, on daphne and uvicorn serving the same project; then with the pipeline running, and at 500/s.
+- overhead: echo at 0 ms, accept → final WebSocket message, direct and through webhook + callback.
+- flight: 10,000 lifecycles in flight against the 8 s model; time to drain and generator RSS.
+- webhooks: deliveries per second to a loopback receiver.
+- sockets: 5,000 sockets on the realtime process; final-message lateness; RSS over connect/close cycles.
 
 Every run keeps a ledger: lifecycles accepted == completed + failed + in flight at the end, else it is void.
 """
@@ -35,7 +40,7 @@ import psycopg
 from bench.environment import PRODUCTION_ON_LOOPBACK, answers
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
-from tests.processes import ServiceProcesses
+from tests.processes import PROCFILE, ServiceProcesses
 
 STATE_DIR = DEFAULT_STATE_DIR / "bench"
 GUNICORN_WORKERS = 4
@@ -154,8 +159,9 @@ PIPELINE = ("relay", "generator", "bridge", "worker", "beat")
 def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger: Ledger, args) -> dict:
     """The accept path alone: the pipeline behind it is paused (SIGSTOP; the outbox holds what is accepted,
     and drains once it resumes), so on this 2-core machine the API gets the CPU the pipeline would take.
-    Closed-loop on daphne (the web process), then on other servers of the same Django project. Then the
-    whole pipeline running: closed-loop, and at a fixed rate."""
+    Closed-loop on the web process (gunicorn), then on other servers of the same Django project: daphne
+    (the realtime process serves HTTP too) and uvicorn. Then the whole pipeline running: closed-loop, and at
+    a fixed rate."""
     base, seconds = stack.base_url, str(args.accept_seconds)
     healthz = load("closed", f"{base}/healthz", key, "--seconds", seconds, "--concurrency", "64")
     tag = uuid.uuid4().hex
@@ -168,7 +174,7 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
     for name in PIPELINE:
         stack.signal(name, signal.SIGSTOP)
     try:
-        for name, url in {"daphne": base, **others}.items():
+        for name, url in {"web": base, **others}.items():
             phases[name] = closed_loop(url)
     finally:
         for name in PIPELINE:
@@ -179,7 +185,7 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
                 "--rate", str(args.rate), "--concurrency", "256", "--body", body)  # fmt: skip
     runs = [*phases.values(), rate]
     counts = ledger.settle(tag, sum(run["outcomes"].get("202", 0) for run in runs), timeout=600)
-    closed = phases["daphne"]
+    closed = phases["web"]
     figures = {
         "healthz_per_s": healthz["rate_per_s"],
         "accept_per_s": closed["rate_per_s"],
@@ -190,9 +196,7 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
     for name in others:
         figures[f"{name}_accept_per_s"] = phases[name]["rate_per_s"]
         figures[f"{name}_p99_ms"] = phases[name]["p99_ms"]
-        figures[f"{name}_vs_daphne"] = (
-            phases[name]["rate_per_s"] / closed["rate_per_s"] if closed["rate_per_s"] else None
-        )
+        figures[f"{name}_vs_web"] = phases[name]["rate_per_s"] / closed["rate_per_s"] if closed["rate_per_s"] else None
     return figures | {
         "with_pipeline_per_s": phases["pipeline"]["rate_per_s"],
         "with_pipeline_p99_ms": phases["pipeline"]["p99_ms"],
@@ -301,9 +305,9 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
 
 
 def sockets_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
-    """5,000 sockets on the one web process, final-message lateness, and its RSS across 10,000 connect and
-    disconnect cycles (the second half compared with the first, so warm-up growth does not count)."""
-    web = stack.procs["web"].pid
+    """5,000 sockets on the one realtime process (daphne), final-message lateness, and its RSS across 10,000
+    connect and disconnect cycles (the second half compared with the first, so warm-up growth does not count)."""
+    web = stack.procs["realtime"].pid
     peak = rss_mib(web)
     tag = uuid.uuid4().hex
     with ThreadPoolExecutor(1) as pool:
@@ -326,7 +330,7 @@ def sockets_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict
         "finals_received": hold["outcomes"].get("final", 0),
         "final_late_p50_ms": hold["final_late_p50_ms"],
         "final_late_p99_ms": hold["final_late_p99_ms"],
-        "web_peak_rss_mib": round(peak, 1),
+        "realtime_peak_rss_mib": round(peak, 1),
         "rss_after_half_cycles_mib": round(after_first_half, 1),
         "rss_after_all_cycles_mib": round(after, 1),
         "rss_growth_second_half_mib": round(after - after_first_half, 1),
@@ -389,18 +393,13 @@ def main() -> int:
         llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(llm_port), str(args.latency_ms)],
                                cwd=PROJECT_DIR)  # fmt: skip
         stack = ServiceProcesses.create(log_dir=logs, **env)
-        baseline_port, api_port, uvicorn_port = free_port(), free_port(), free_port()
-        # The same project under other servers, for the accept path's comparison: gunicorn's sync workers (not
-        # the baseline's, which a burst keeps busy for minutes) and uvicorn with one worker per core.
-        api = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "orchestrator.wsgi:application", "-w", str(GUNICORN_WORKERS),
-             "-b", f"127.0.0.1:{api_port}", "--log-level", "warning"],
-            cwd=PROJECT_DIR, env=stack.env,
-        )  # fmt: skip
+        baseline_port, uvicorn_port = free_port(), free_port()
+        # The same project under another ASGI server, for the accept path's comparison (daphne is the realtime
+        # process, which serves HTTP too): uvicorn with one worker per core.
         uvicorn = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "orchestrator.asgi:application", "--workers", str(os.cpu_count() or 2),
              "--port", str(uvicorn_port), "--log-level", "warning", "--no-access-log"],
-            cwd=PROJECT_DIR, env={**stack.env, "PROCESS_NAME": "web"},
+            cwd=PROJECT_DIR, env={**stack.env, "PROCESS_NAME": "realtime"},
         )  # fmt: skip
 
         def start_baseline(port: int) -> subprocess.Popen:
@@ -413,13 +412,10 @@ def main() -> int:
         gunicorn = start_baseline(baseline_port)
         ledger = Ledger(env["DATABASE_URL"])
         try:
-            stack.start("web", "relay", "generator", "bridge", "worker", "beat")
+            stack.start(*PROCFILE)
             baseline = f"http://127.0.0.1:{baseline_port}"
             wait_until(lambda: answers(f"{baseline}/healthz"), timeout=30, what="gunicorn")
-            for port in (api_port, uvicorn_port):
-                wait_until(
-                    lambda p=port: answers(f"http://127.0.0.1:{p}/healthz"), timeout=30, what=f"server on {port}"
-                )
+            wait_until(lambda: answers(f"http://127.0.0.1:{uvicorn_port}/healthz"), timeout=30, what="uvicorn")
             warm = uuid.uuid4().hex
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
@@ -440,19 +436,21 @@ def main() -> int:
                 if "overhead" in scenarios:
                     results["overhead"].append(overhead_run(stack.base_url, overhead_key, ledger, args))
                 if "flight" in scenarios:
-                    batch_url = f"http://127.0.0.1:{api_port}"  # gunicorn accepts a batch ~3x faster than daphne
-                    results["flight"].append(flight_run(stack, batch_url, key, ledger, args))
+                    results["flight"].append(flight_run(stack, stack.base_url, key, ledger, args))
                 if "sockets" in scenarios:
                     results["sockets"].append(sockets_run(stack, key, ledger, args))
                 if "webhooks" in scenarios:
                     results["webhooks"].append(webhooks_run(stack, webhooks_key, ledger, args))
                 if "accept" in scenarios:
-                    others = {"gunicorn": f"http://127.0.0.1:{api_port}", "uvicorn": f"http://127.0.0.1:{uvicorn_port}"}
+                    others = {
+                        "daphne": f"http://127.0.0.1:{stack.env['REALTIME_PORT']}",
+                        "uvicorn": f"http://127.0.0.1:{uvicorn_port}",
+                    }
                     results["accept"].append(accept_run(stack, others, key, ledger, args))
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
         finally:
             try:
-                for proc in (gunicorn, api, uvicorn, llm, backend):
+                for proc in (gunicorn, uvicorn, llm, backend):
                     proc.terminate()
             finally:
                 stack.stop_all()
@@ -466,7 +464,7 @@ def main() -> int:
     for name, title in (
         ("flight", f"{args.flight} in flight at once, model latency {args.latency_ms:.0f} ms"),
         ("webhooks", f"{args.webhooks} webhook deliveries released at once to a loopback receiver"),
-        ("sockets", f"{args.sockets} sockets on one web process, then {args.cycles} connect/close cycles"),
+        ("sockets", f"{args.sockets} sockets on one realtime process, then {args.cycles} connect/close cycles"),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")

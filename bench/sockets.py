@@ -44,7 +44,6 @@ async def create(url: str, api_key: str, body: bytes, n: int) -> list[dict]:
 
 
 async def hold(args) -> dict:
-    ws_base = args.base_url.replace("http://", "ws://", 1)
     body = json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "direct"},
                        "params": {"latency_ms": args.latency_ms}, "metadata": {"run": args.tag}}).encode()  # fmt: skip
     lifecycles = await create(args.base_url, args.api_key, body, args.lifecycles)
@@ -53,7 +52,7 @@ async def hold(args) -> dict:
 
     async def subscriber(lifecycle: dict) -> None:
         nonlocal open_now, peak
-        url = f"{ws_base}/ws/lifecycles/{lifecycle['id']}?token={lifecycle['ws_token']}"
+        url = f"{lifecycle['links']['websocket']}?token={lifecycle['ws_token']}"
         try:
             async with handshakes:  # frontends arrive over time, not in one instant: 100 handshakes at once
                 socket = await websockets.connect(url, open_timeout=60, max_queue=None)
@@ -92,11 +91,10 @@ async def hold(args) -> dict:
 
 
 async def churn(args) -> dict:
-    ws_base = args.base_url.replace("http://", "ws://", 1)
     body = json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "direct"}}).encode()
     (lifecycle,) = await create(args.base_url, args.api_key, body, 1)
     await asyncio.sleep(2)  # finished by now: each socket gets the snapshot and the events, then a close
-    url = f"{ws_base}/ws/lifecycles/{lifecycle['id']}?token={lifecycle['ws_token']}"
+    url = f"{lifecycle['links']['websocket']}?token={lifecycle['ws_token']}"
     remaining, outcomes = args.cycles, {}
     semaphore = asyncio.Semaphore(min(args.concurrency, 5))  # a token holds 5 sockets at once
 

@@ -3,7 +3,7 @@
 1. Start the embedded PostgreSQL, Redis and Kafka for each URL not set in the environment.
 2. Migrate, and create the demo project on first run (its key is kept in the state folder).
 3. Run every process of the Procfile, with their output multiplexed here.
-4. Print the API key and URLs once the web process is ready.
+4. Print the API key and URLs once the web and realtime processes are ready.
 5. On Ctrl-C or SIGTERM stop the processes, then the servers.
 """
 
@@ -51,18 +51,22 @@ def _demo_project(env: dict[str, str], state_dir: Path) -> dict:
     return demo
 
 
-def _announce_when_ready(port: int, demo: dict, base_url: str) -> None:
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _announce_when_ready(ports: dict[str, int], demo: dict, base_url: str, ws_url: str) -> None:
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
+    waiting = dict(ports)
+    while waiting and time.monotonic() < deadline:
+        waiting = {name: port for name, port in waiting.items() if not _ready(port)}
         time.sleep(0.5)
-    else:
-        print("!! the web process did not become ready in 120 s; see its output above", flush=True)
+    if waiting:
+        print(f"!! {', '.join(waiting)} did not become ready in 120 s; see the output above", flush=True)
         return
     print(
         "\n".join(
@@ -74,6 +78,7 @@ def _announce_when_ready(port: int, demo: dict, base_url: str) -> None:
                 f"   Docs     {base_url}/docs",
                 f"   Admin    {base_url}/admin/  (admin / {demo['admin_password']})",
                 f"   Demo     {base_url}/demo/  (paste the API key below)",
+                f"   Sockets  {ws_url}/ws/lifecycles/{{id}}  (the realtime process; links.websocket)",
                 f"   Health   {base_url}/readyz",
                 f"   Project  {demo['project_id']}",
                 f"   API key  {demo['api_key']}",
@@ -94,6 +99,7 @@ def main() -> int:
     state_dir = Path(os.environ.get("STATE_DIR", DEFAULT_STATE_DIR)).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("PORT", "8000"))
+    realtime_port = int(os.environ.get("REALTIME_PORT", port + 1))  # the settings' default too
     print(f"starting the embedded servers in {state_dir} ...", flush=True)
     started = time.monotonic()
     all_embedded = all(unconfigured().values())
@@ -109,6 +115,8 @@ def main() -> int:
             # The settings see server URLs now; the embedded stack is still a development setup.
             "DEBUG": os.environ.get("DEBUG", "true" if all_embedded else "false"),
             "STATE_DIR": str(state_dir),
+            "PORT": str(port),
+            "REALTIME_PORT": str(realtime_port),
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -116,7 +124,11 @@ def main() -> int:
         _manage(env, "migrate", "--noinput")
         demo = _demo_project(env, state_dir)
         base_url = os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}").rstrip("/")
-        threading.Thread(target=_announce_when_ready, args=(port, demo, base_url), daemon=True).start()
+        ws_url = _manage(
+            env, "shell", "--no-imports", "-c", "from django.conf import settings; print(settings.PUBLIC_WS_URL)"
+        ).strip()
+        ports = {"web": port, "realtime": realtime_port}
+        threading.Thread(target=_announce_when_ready, args=(ports, demo, base_url, ws_url), daemon=True).start()
 
         manager = Manager(Printer(sys.stdout))
         procfile = parse_procfile((PROJECT_DIR / "Procfile").read_text())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +37,17 @@ else:
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off (docs/operations.md)") from exc
 PORT = env.int("PORT", default=8000)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# WebSockets are served by the realtime process (daphne), HTTP by the web process (gunicorn). Behind one
+# proxy (docker/nginx.conf) both share the public origin; without one (`make dev`), sockets have their port.
+REALTIME_PORT = env.int("REALTIME_PORT", default=PORT + 1)
+PUBLIC_WS_URL = env.str(
+    "PUBLIC_WS_URL",
+    default=(
+        PUBLIC_BASE_URL.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        if "PUBLIC_BASE_URL" in os.environ
+        else f"ws://127.0.0.1:{REALTIME_PORT}"
+    ),
+).rstrip("/")
 # The public host, plus loopback for the container's own health check.
 ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["*"] if DEBUG else [urlsplit(PUBLIC_BASE_URL).hostname, "127.0.0.1", "localhost"]
@@ -101,9 +113,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=embedded.default_database_url())}
-# The web process runs views on short-lived threads (ASGI), where persistent per-thread connections leak
-# until the server runs out of them; it uses psycopg's pool instead. Workers keep persistent connections.
-if env.int("DB_POOL_MAX_SIZE", default=16 if env.str("PROCESS_NAME", default="") == "web" else 0):
+# The realtime process (ASGI) runs database work on short-lived threads, where persistent per-thread
+# connections leak until the server runs out of them; it uses psycopg's pool instead. The web process's
+# gunicorn workers and the other processes keep persistent connections.
+if env.int("DB_POOL_MAX_SIZE", default=16 if env.str("PROCESS_NAME", default="") == "realtime" else 0):
     # psycopg's connection pool, per process (Django 5.1+); replaces persistent connections.
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"].get("OPTIONS", {}),

@@ -13,7 +13,7 @@ from django.test import TransactionTestCase
 
 from lifecycle.services import project_create
 from orchestrator.embedded import PROJECT_DIR, free_port, wait_until
-from tests.processes import ServiceProcesses, poll_until
+from tests.processes import PROCFILE, ServiceProcesses, poll_until
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,7 +85,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         ANTHROPIC_API_KEY="sk-ant-test",
         CELERY_CONCURRENCY="2",
     )
-    processes.start("web", "relay", "generator", "bridge", "worker", "beat")
+    processes.start(*PROCFILE)
     with django_db_blocker.unblock():
         _warm_up(processes)
     yield processes

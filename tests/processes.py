@@ -30,10 +30,13 @@ class ServiceProcesses:
     @classmethod
     def create(cls, *, log_dir: Path, **overrides: str) -> ServiceProcesses:
         port = overrides.pop("PORT", None) or str(free_port())
+        realtime_port = overrides.pop("REALTIME_PORT", None) or str(free_port())
         env = {
             **os.environ,
             "PORT": port,
+            "REALTIME_PORT": realtime_port,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "PUBLIC_WS_URL": f"ws://127.0.0.1:{realtime_port}",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "STATE_DIR": str(log_dir),
@@ -44,7 +47,13 @@ class ServiceProcesses:
 
     @property
     def base_url(self) -> str:
+        """The web process (HTTP)."""
         return f"http://127.0.0.1:{self.env['PORT']}"
+
+    @property
+    def ws_url(self) -> str:
+        """The realtime process (WebSockets)."""
+        return f"ws://127.0.0.1:{self.env['REALTIME_PORT']}"
 
     def start(self, *names: str) -> None:
         for name in names:
@@ -59,19 +68,24 @@ class ServiceProcesses:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            if name == "web":
-                self.wait_web_ready()
+            if name in self.SERVERS:
+                self.wait_ready(name)
 
-    def wait_web_ready(self, timeout: float = 60) -> None:
+    # The processes that listen, and the port each answers /healthz on.
+    SERVERS = {"web": "PORT", "realtime": "REALTIME_PORT"}
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{self.env[self.SERVERS[name]]}/healthz"
+
         def up() -> bool:
-            if self.procs["web"].poll() is not None:
-                raise RuntimeError(f"web exited; log:\n{self.log('web')}")
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited; log:\n{self.log(name)}")
             try:
-                return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+                return httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(up, timeout=timeout, what="web")
+        wait_until(up, timeout=timeout, what=name)
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]

@@ -179,11 +179,10 @@ class LifecycleSerializer(serializers.ModelSerializer):
 
 def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
     base = settings.PUBLIC_BASE_URL
-    ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return {
         "self": f"{base}/v1/lifecycles/{lifecycle.id}",
         "timeline": f"{base}/v1/lifecycles/{lifecycle.id}/timeline",
-        "websocket": f"{ws_base}/ws/lifecycles/{lifecycle.id}",
+        "websocket": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle.id}",
     }
 
 

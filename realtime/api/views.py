@@ -29,6 +29,7 @@ class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
     expires_at = serializers.DateTimeField()
     scope = serializers.DictField()
+    url = serializers.CharField(help_text="The WebSocket URL to open with this token (add `?token=`).")
 
 
 class RealtimeTokenView(APIView):
@@ -51,5 +52,8 @@ class RealtimeTokenView(APIView):
             "token": tokens.mint(scope),
             "expires_at": timezone.now() + timedelta(seconds=settings.REALTIME_TOKEN_TTL_S),
             "scope": {"lifecycle_id": scope.lifecycle_id, "user_id": scope.user_id},
+            "url": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle_id}"
+            if lifecycle_id
+            else f"{settings.PUBLIC_WS_URL}/ws/subscriber",
         }
         return Response(TokenSerializer(body).data, status=status.HTTP_201_CREATED)

@@ -51,6 +51,20 @@ def test_the_compose_file_runs_every_procfile_process_as_its_own_service(compose
         assert services[name]["environment"]["DEBUG"] == "false"
 
 
+def test_one_proxy_is_the_public_origin_routing_sockets_to_realtime_and_the_rest_to_web(compose):
+    proxy = compose["services"]["proxy"]
+    nginx = (PROJECT_DIR / "docker" / "nginx.conf").read_text()
+    locations = dict(re.findall(r"location (\S+) \{(.*?)\n    \}", nginx, re.DOTALL))
+
+    assert [port["target"] for port in proxy["ports"]] == [8080]
+    assert any("docker/nginx.conf:/etc/nginx/conf.d/default.conf" in str(volume) for volume in proxy["volumes"])
+    assert "proxy_pass http://realtime;" in locations["/ws/"]
+    assert "proxy_set_header Upgrade $http_upgrade;" in locations["/ws/"]
+    assert "proxy_pass http://web;" in locations["/"]
+    assert "server web:8000;" in nginx and "server realtime:8001;" in nginx
+    assert all("ports" not in compose["services"][name] for name in PROCFILE)  # only the proxy is published
+
+
 def test_processes_start_only_once_servers_are_healthy_and_jobs_have_run(compose):
     services = compose["services"]
 

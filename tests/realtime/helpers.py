@@ -7,7 +7,7 @@ import websockets
 
 
 def ws_url(stack, lifecycle_id: str, token: str, since: int | None = None) -> str:
-    url = f"ws://127.0.0.1:{stack.env['PORT']}/ws/lifecycles/{lifecycle_id}?token={token}"
+    url = f"{stack.ws_url}/ws/lifecycles/{lifecycle_id}?token={token}"
     return url if since is None else f"{url}&since={since}"
 
 

@@ -32,8 +32,8 @@ def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_o
 
     page.evaluate(RUN_CLIENT, [lifecycle["links"]["websocket"], lifecycle["ws_token"]])
     page.wait_for_function("window.seen.events.length >= 2", timeout=20_000)
-    stack.kill("web")  # every socket drops at once
-    stack.start("web")
+    stack.kill("realtime")  # every socket drops at once
+    stack.start("realtime")
     page.wait_for_function("window.seen.final !== null", timeout=30_000)
 
     seen = page.evaluate("window.seen")

@@ -36,7 +36,7 @@ def test_api_errors_raise_with_the_error_body(stack, project_key):
     assert raised.value.error["code"] == "invalid_request"
 
 
-def test_the_stream_survives_a_web_restart_without_losing_or_repeating_events(api, stack, project_key):
+def test_the_stream_survives_a_realtime_restart_without_losing_or_repeating_events(api, stack, project_key):
     async def scenario():
         async with LifecycleClient(stack.base_url, project_key[1], max_backoff_s=1) as client:
             created = await client.create(model="echo/x", prompt="hold on", params={"latency_ms": 4000})
@@ -44,9 +44,9 @@ def test_the_stream_survives_a_web_restart_without_losing_or_repeating_events(ap
             async for event in client.events(created):
                 seen.append(event)
                 if event["event"] == "lifecycle.generating":
-                    # The web process dies under the open socket and comes back.
-                    await asyncio.to_thread(stack.kill, "web")
-                    await asyncio.to_thread(stack.start, "web")
+                    # The realtime process dies under the open socket and comes back.
+                    await asyncio.to_thread(stack.kill, "realtime")
+                    await asyncio.to_thread(stack.start, "realtime")
             return created, seen
 
     created, seen = asyncio.run(scenario())

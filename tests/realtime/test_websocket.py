@@ -164,7 +164,7 @@ def test_a_token_holds_a_limited_number_of_sockets(api, stack):
 
 def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_elses(api, stack):
     token = api.post("/v1/realtime/tokens", json={"user_id": "carol"}).json()["token"]
-    url = f"ws://127.0.0.1:{stack.env['PORT']}/ws/subscriber?token={token}"
+    url = f"{stack.ws_url}/ws/subscriber?token={token}"
 
     async def scenario():
         async with websockets.connect(url) as socket:
@@ -189,7 +189,7 @@ def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_else
 
     assert {m["lifecycle_id"] for m in seen} == {carols["id"]}
     assert extra is None or extra["lifecycle_id"] == carols["id"]
-    assert refused(f"ws://127.0.0.1:{stack.env['PORT']}/ws/subscriber?token={carols['ws_token']}") == 403
+    assert refused(f"{stack.ws_url}/ws/subscriber?token={carols['ws_token']}") == 403
 
 
 def test_an_open_socket_still_gets_every_event_after_redis_restarts_empty(api, stack):

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from lifecycle.models import ApiKey
 from lifecycle.services import api_key_revoke
 from tests.lifecycle.helpers import create, timeline, wait_status
+from tests.processes import PROCFILE
 from tests.webhooks.helpers import endpoint, received
 from webhooks import sender
 
@@ -47,7 +48,7 @@ def test_no_plaintext_api_key_is_in_any_table_or_any_log(api, stack, customer_ba
     assert rows_containing(api_key) == {}
     secret_part = api_key.split("_")[-1]
     assert rows_containing(secret_part) == {}
-    for process in ("web", "relay", "generator", "bridge", "worker", "beat"):
+    for process in PROCFILE:
         assert api_key not in stack.log(process), process
         assert secret_part not in stack.log(process), process
 
