@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import orjson
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -18,6 +19,7 @@ from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
 from orchestrator import logs, metrics
 from orchestrator.process import GracefulExit
+from realtime.consumers import FINAL_EVENTS, final_outcome
 from realtime.groups import lifecycle_group, subscriber_group
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,14 @@ class Bridge:
         self.kafka_thread.shutdown()
         return self.forwarded
 
+    async def _outcome(self, event: dict, group: str) -> dict:
+        """A final event's outcome for the lifecycle's own group (subscriber streams carry no result). Read
+        once here rather than once per socket: a final fans out to every socket open on the lifecycle."""
+        lifecycle_id = str(event["lifecycle_id"])
+        if event.get("event") not in FINAL_EVENTS or group != lifecycle_group(lifecycle_id):
+            return {}
+        return {"outcome": await database_sync_to_async(final_outcome)(lifecycle_id)}
+
     async def forward(self, message: Message) -> None:
         routed = routes(message)
         if routed is None:
@@ -80,8 +90,9 @@ class Bridge:
             project_id=headers.get("project-id"),
             traceparent=headers.get("traceparent"),
         )
+        message = {"type": "lifecycle.event", "event": event}
         for group in groups:
-            await self.layer.group_send(group, {"type": "lifecycle.event", "event": event})
+            await self.layer.group_send(group, message | await self._outcome(event, group))
         self.forwarded += 1
         with contextlib.suppress(KeyError, ValueError):
             lag = (datetime.now(UTC) - datetime.fromisoformat(event["at"])).total_seconds()

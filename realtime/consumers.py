@@ -61,6 +61,16 @@ def _events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
     ]
 
 
+def final_outcome(lifecycle_id: str) -> dict:
+    """What a final event carries to the browser: ``result`` when completed, else a friendly ``error``."""
+    lifecycle = _load(lifecycle_id)
+    if lifecycle is None:
+        return {"error": friendly_error(None)}
+    if lifecycle.status == "completed":
+        return {"result": lifecycle.result}
+    return {"error": friendly_error(lifecycle.error)}
+
+
 def snapshot(lifecycle: Lifecycle) -> dict:
     return {
         "type": "snapshot",
@@ -201,7 +211,9 @@ class LifecycleConsumer(_CountedSocket):
             # Something is missing in between (a bridge restart, a reordering): fill from the database.
             await self.catch_up()
             return
-        await self._send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]}])
+        # A final event comes with its outcome, read once by the bridge rather than once per socket.
+        outcome = {"outcome": message["outcome"]} if "outcome" in message else {}
+        await self._send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]} | outcome])
 
     async def lifecycle_delta(self, message: dict) -> None:
         """Streamed model output from a generator (channel-layer type ``lifecycle.delta``)."""
@@ -227,14 +239,12 @@ class LifecycleConsumer(_CountedSocket):
         for event in events:
             if event["seq"] <= self.last_seq:
                 continue
+            event = dict(event)
+            outcome = event.pop("outcome", None)
             message = {"type": "event", "lifecycle_id": str(self.lifecycle.id), **event}
             final = event["event"] in FINAL_EVENTS
             if final:
-                lifecycle = await database_sync_to_async(_load)(str(self.lifecycle.id))
-                if event["event"] == "lifecycle.completed":
-                    message["result"] = lifecycle.result
-                else:
-                    message["error"] = friendly_error(lifecycle.error)
+                message |= outcome or await database_sync_to_async(final_outcome)(str(self.lifecycle.id))
             await self.send_json(message)
             self.last_seq = event["seq"]
             if final:

@@ -27,7 +27,7 @@ def seqs(messages: list[dict]) -> list[int]:
 def test_a_live_subscriber_gets_a_snapshot_then_every_event_then_the_result(api, stack):
     lifecycle = create(api, {"model": "echo/x", "prompt": "stream me", "params": {"latency_ms": 1000}})
 
-    messages, close_code = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+    messages, close_code = collect(f"{lifecycle['links']['websocket']}?token={lifecycle['ws_token']}")
 
     assert messages[0]["type"] == "snapshot"
     assert messages[0]["lifecycle"]["id"] == lifecycle["id"]
@@ -107,6 +107,7 @@ def test_a_subscriber_token_opens_that_subscribers_lifecycles_only(api, stack):
     response = api.post("/v1/realtime/tokens", json={"user_id": "alice"})
     assert response.status_code == 201, response.text
     token = response.json()["token"]
+    assert response.json()["url"] == f"{stack.ws_url}/ws/subscriber"  # the realtime process, not the API's
 
     messages, _ = collect(ws_url(stack, alice["id"], token))
 
@@ -163,8 +164,8 @@ def test_a_token_holds_a_limited_number_of_sockets(api, stack):
 
 
 def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_elses(api, stack):
-    token = api.post("/v1/realtime/tokens", json={"user_id": "carol"}).json()["token"]
-    url = f"{stack.ws_url}/ws/subscriber?token={token}"
+    minted = api.post("/v1/realtime/tokens", json={"user_id": "carol"}).json()
+    url = f"{minted['url']}?token={minted['token']}"
 
     async def scenario():
         async with websockets.connect(url) as socket:
