@@ -128,8 +128,9 @@ def _record(
 
 
 def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[str, Any]:
-    """The body of a ``lifecycle.events`` message (schema in docs/events.md)."""
-    return {
+    """The body of a ``lifecycle.events`` message (schema in docs/events.md). ``lifecycle.completed`` carries
+    the result when it is small, so consumers (the realtime bridge) need not read it back."""
+    message = {
         "lifecycle_id": str(lifecycle.id),
         "project_id": str(lifecycle.project_id),
         "seq": timeline_event.seq,
@@ -140,6 +141,10 @@ def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[s
         "data": timeline_event.payload,
         "metadata": lifecycle.metadata,
     }
+    completed = timeline_event.event == EVENT_FOR_STATUS[Status.COMPLETED]
+    if completed and len(orjson.dumps(lifecycle.result, default=str)) <= MAX_EVENT_PAYLOAD_BYTES:
+        message["result"] = lifecycle.result
+    return message
 
 
 def _generation_request(lifecycle: Lifecycle) -> OutboxMessage:

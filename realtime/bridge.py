@@ -19,7 +19,7 @@ from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
 from orchestrator import logs, metrics
 from orchestrator.process import GracefulExit
-from realtime.consumers import FINAL_EVENTS, final_outcome
+from realtime.consumers import FINAL_EVENTS, final_outcome, outcome_in
 from realtime.groups import lifecycle_group, subscriber_group
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,12 @@ class Bridge:
         return self.forwarded
 
     async def _outcome(self, event: dict, group: str) -> dict:
-        """A final event's outcome for the lifecycle's own group (subscriber streams carry no result). Read
-        once here rather than once per socket: a final fans out to every socket open on the lifecycle."""
+        """A final event's outcome for the lifecycle's own group (subscriber streams carry no result): from
+        the message itself, else read here once, rather than once per socket open on the lifecycle."""
         lifecycle_id = str(event["lifecycle_id"])
         if event.get("event") not in FINAL_EVENTS or group != lifecycle_group(lifecycle_id):
             return {}
-        return {"outcome": await database_sync_to_async(final_outcome)(lifecycle_id)}
+        return {"outcome": outcome_in(event) or await database_sync_to_async(final_outcome)(lifecycle_id)}
 
     async def forward(self, message: Message) -> None:
         routed = routes(message)
@@ -90,7 +90,7 @@ class Bridge:
             project_id=headers.get("project-id"),
             traceparent=headers.get("traceparent"),
         )
-        message = {"type": "lifecycle.event", "event": event}
+        message = {"type": "lifecycle.event", "event": {k: v for k, v in event.items() if k != "result"}}
         for group in groups:
             await self.layer.group_send(group, message | await self._outcome(event, group))
         self.forwarded += 1

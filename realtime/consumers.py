@@ -63,12 +63,21 @@ def _events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
 
 def final_outcome(lifecycle_id: str) -> dict:
     """What a final event carries to the browser: ``result`` when completed, else a friendly ``error``."""
-    lifecycle = _load(lifecycle_id)
+    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).only("status", "result", "error").first()
     if lifecycle is None:
         return {"error": friendly_error(None)}
     if lifecycle.status == "completed":
         return {"result": lifecycle.result}
     return {"error": friendly_error(lifecycle.error)}
+
+
+def outcome_in(event: dict) -> dict | None:
+    """A final event's outcome as its ``lifecycle.events`` message carries it (docs/events.md), or ``None``
+    when it does not (a result too big for the message): then :func:`final_outcome` reads it."""
+    if event.get("event") == "lifecycle.completed":
+        return {"result": event["result"]} if "result" in event else None
+    error = (event.get("data") or {}).get("error")
+    return {"error": friendly_error(error)} if isinstance(error, dict) and "code" in error else None
 
 
 def snapshot(lifecycle: Lifecycle) -> dict:

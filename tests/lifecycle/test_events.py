@@ -46,6 +46,8 @@ def test_an_interested_party_sees_every_timeline_event_in_order_with_trusted_hea
     assert [b["seq"] for b in bodies] == [e["seq"] for e in timeline(api, lifecycle["id"])]
     assert [b["event"] for b in bodies] == [e["event"] for e in timeline(api, lifecycle["id"])]
     assert bodies[-1]["status"] == "completed"
+    assert bodies[-1]["result"] == "watch me"  # the final event carries a small result
+    assert all("result" not in b for b in bodies[:-1])
     assert all(b["metadata"] == {"k": "v"} for b in bodies)
     headers = kafka.decode_headers(messages[-1].headers())
     assert headers["event-type"] == "lifecycle.completed"

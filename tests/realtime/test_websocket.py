@@ -115,6 +115,17 @@ def test_a_subscriber_token_opens_that_subscribers_lifecycles_only(api, stack):
     assert refused(ws_url(stack, bob["id"], token)) == 403
 
 
+def test_a_result_too_big_for_the_event_message_still_reaches_the_socket_whole(api, stack):
+    prompt = "x" * (20 * 1024)  # the echo model's result: over the 16 KiB an event message carries
+    lifecycle = create(api, {"model": "echo/x", "prompt": prompt, "params": {"latency_ms": 800}})
+
+    messages, close_code = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+
+    assert messages[-1]["event"] == "lifecycle.completed"
+    assert messages[-1]["result"] == prompt
+    assert close_code == 1000
+
+
 def test_a_broadcast_reaches_only_the_sockets_of_its_lifecycle(api, stack):
     one = create(api, {"model": "echo/x", "prompt": "one", "params": {"latency_ms": 800}})
     two = create(api, {"model": "echo/x", "prompt": "two", "params": {"latency_ms": 800}})
