@@ -88,7 +88,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                     generation = await PROVIDERS[provider_name].generate(request, client=client, on_delta=on_delta)
             except ProviderError as exc:
                 latency_ms = (time.perf_counter() - started) * 1000
-                await _record_attempt(lifecycle, model, attempt, latency_ms, error=exc)
+                await _record(lifecycle, _attempt(model, attempt, latency_ms, error=exc))
                 last_error = f"{model}: {exc}"
                 all_refused = all_refused and not exc.retryable and exc.http_status is not None
                 if not exc.retryable or attempt == settings.PROVIDER_MAX_RETRIES:
@@ -96,12 +96,11 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                 await asyncio.sleep(backoff_s(attempt, exc.retry_after))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
-            await _record_attempt(
-                lifecycle, model, attempt, latency_ms, usage=generation.usage, http_status=generation.http_status
-            )
+            step = _attempt(model, attempt, latency_ms, usage=generation.usage, http_status=generation.http_status)
             try:
                 output = parse_output(generation.text, lifecycle.response_format)
             except OutputInvalid as exc:
+                await _record(lifecycle, step)
                 await db.in_thread(services.lifecycle_fail)(
                     lifecycle_id=lifecycle.id,
                     code=ErrorCode.OUTPUT_INVALID,
@@ -111,7 +110,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                 )
                 return
             await db.in_thread(services.generation_succeed)(
-                lifecycle_id=lifecycle.id, output=output, usage=generation.usage, model_used=model
+                lifecycle_id=lifecycle.id, output=output, usage=generation.usage, model_used=model, attempt=step
             )
             return
     await db.in_thread(services.lifecycle_fail)(
@@ -123,8 +122,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
     )
 
 
-async def _record_attempt(
-    lifecycle: Lifecycle,
+def _attempt(
     model: str,
     attempt: int,
     latency_ms: float,
@@ -132,7 +130,8 @@ async def _record_attempt(
     usage: dict | None = None,
     http_status: int | None = None,
     error: ProviderError | None = None,
-) -> None:
+) -> services.Step:
+    """A provider attempt as a timeline step (counted in the metrics as it is made)."""
     payload: dict[str, Any] = {
         "model": model,
         "attempt": attempt + 1,
@@ -146,6 +145,10 @@ async def _record_attempt(
     if error:
         payload["error"] = str(error)
         payload["retryable"] = error.retryable
+    return services.Step("generation.attempt", payload, latency_ms)
+
+
+async def _record(lifecycle: Lifecycle, step: services.Step) -> None:
     await db.in_thread(services.record_event)(
-        lifecycle_id=lifecycle.id, event="generation.attempt", payload=payload, duration_ms=latency_ms
+        lifecycle_id=lifecycle.id, event=step.event, payload=step.payload, duration_ms=step.duration_ms
     )

@@ -117,14 +117,21 @@ def _next_event(
     return timeline_event, message
 
 
-def _record(
-    lifecycle: Lifecycle, *, event: str, payload: dict[str, Any], duration_ms: float | None = None
-) -> TimelineEvent:
-    """Append a timeline event to a lifecycle whose row this transaction holds locked, and publish it."""
-    timeline_event, message = _next_event(lifecycle, event=event, payload=payload, duration_ms=duration_ms)
-    timeline_event.save(force_insert=True)
-    outbox.enqueue_all([message])
-    return timeline_event
+@dataclass(frozen=True)
+class Step:
+    """A timeline event that is not a status change (a provider attempt, a webhook attempt, ...)."""
+
+    event: str
+    payload: dict[str, Any]
+    duration_ms: float | None = None
+
+
+def _record(lifecycle: Lifecycle, *steps: Step) -> None:
+    """Append timeline events to a lifecycle whose row this transaction holds locked, and publish them: one
+    INSERT for the events and one for their outbox messages, however many there are."""
+    written = [_next_event(lifecycle, event=s.event, payload=s.payload, duration_ms=s.duration_ms) for s in steps]
+    TimelineEvent.objects.bulk_create([timeline_event for timeline_event, _ in written])
+    outbox.enqueue_all([message for _, message in written])
 
 
 def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[str, Any]:
@@ -179,6 +186,7 @@ def transition(
     only_from: frozenset[Status] | None = None,
     payload: dict[str, Any] | None = None,
     fields: dict[str, Any] | None = None,
+    steps: tuple[Step, ...] = (),
 ) -> Lifecycle | None:
     """Move a lifecycle to ``to`` if the state machine (and ``only_from``, when given) allows it.
 
@@ -186,25 +194,48 @@ def transition(
     2. Check the move; a move not allowed (a repeat, a late result after a cancel) returns ``None``.
     3. Write the status, its step timestamp and ``fields``; append the timeline event; enqueue the outbox
        message. All in one transaction: a state change is never visible without its event.
+
+    ``steps`` are events that happened whether or not the move is allowed (the provider attempt that
+    produced a result): they are recorded before the move's own event, in the same statements.
     """
     with transaction.atomic():
-        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
-        if lifecycle is None or not can_transition(lifecycle.status, to):
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None:
             return None
-        if only_from is not None and lifecycle.status not in only_from:
-            return None
-        previous, started = lifecycle.status, lifecycle.updated_at
-        entered_previous = _entered(lifecycle, previous)
-        lifecycle.status = to
-        setattr(lifecycle, _STEP_TIMESTAMP[to], timezone.now())
-        for name, value in (fields or {}).items():
-            setattr(lifecycle, name, value)
-        event_payload = {"from": previous, **(payload or {})}
-        duration_ms = (timezone.now() - started).total_seconds() * 1000
-        _record(lifecycle, event=EVENT_FOR_STATUS[to], payload=event_payload, duration_ms=duration_ms)
-        lifecycle.save(update_fields=["status", _STEP_TIMESTAMP[to], *(fields or {}), "last_seq", "updated_at"])
-        transaction.on_commit(lambda: _observe_transition(lifecycle, previous, entered_previous))
-        return lifecycle
+        return _move(lifecycle, to=to, only_from=only_from, payload=payload, fields=fields, steps=steps)
+
+
+def _locked(lifecycle_id) -> Lifecycle | None:
+    return Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+
+
+def _move(
+    lifecycle: Lifecycle,
+    *,
+    to: Status,
+    only_from: frozenset[Status] | None = None,
+    payload: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+    steps: tuple[Step, ...] = (),
+) -> Lifecycle | None:
+    """Steps 2 and 3 of :func:`transition`, on a lifecycle this transaction holds locked."""
+    if not can_transition(lifecycle.status, to) or (only_from is not None and lifecycle.status not in only_from):
+        if steps:
+            _record(lifecycle, *steps)
+            lifecycle.save(update_fields=["last_seq", "updated_at"])
+        return None
+    previous, started = lifecycle.status, lifecycle.updated_at
+    entered_previous = _entered(lifecycle, previous)
+    lifecycle.status = to
+    setattr(lifecycle, _STEP_TIMESTAMP[to], timezone.now())
+    for name, value in (fields or {}).items():
+        setattr(lifecycle, name, value)
+    duration_ms = (timezone.now() - started).total_seconds() * 1000
+    moved = Step(EVENT_FOR_STATUS[to], {"from": previous, **(payload or {})}, duration_ms)
+    _record(lifecycle, *steps, moved)
+    lifecycle.save(update_fields=["status", _STEP_TIMESTAMP[to], *(fields or {}), "last_seq", "updated_at"])
+    transaction.on_commit(lambda: _observe_transition(lifecycle, previous, entered_previous))
+    return lifecycle
 
 
 def _observe_transition(lifecycle: Lifecycle, previous: str, entered_previous) -> None:
@@ -220,10 +251,10 @@ def _observe_transition(lifecycle: Lifecycle, previous: str, entered_previous) -
 def record_event(*, lifecycle_id, event: str, payload: dict[str, Any], duration_ms: float | None = None) -> None:
     """Append a step that is not a status change (a provider attempt, a webhook attempt, ...)."""
     with transaction.atomic():
-        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+        lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
             return  # deleted meanwhile (retention, a test's cleanup): nothing to record on
-        _record(lifecycle, event=event, payload=payload, duration_ms=duration_ms)
+        _record(lifecycle, Step(event, payload, duration_ms))
         lifecycle.save(update_fields=["last_seq", "updated_at"])
 
 
@@ -317,35 +348,33 @@ def generation_claim(*, lifecycle_id) -> Lifecycle | None:
             return None  # another worker holds it
         lifecycle.lease_expires_at = lease
         lifecycle.attempts += 1
-        _record(lifecycle, event="generation.reclaimed", payload={"reason": "lease expired"})
+        _record(lifecycle, Step("generation.reclaimed", {"reason": "lease expired"}))
         lifecycle.save(update_fields=["lease_expires_at", "attempts", "last_seq", "updated_at"])
         return lifecycle
 
 
-def generation_succeed(*, lifecycle_id, output: Any, usage: dict[str, Any] | None, model_used: str) -> Lifecycle | None:
-    """Store a generation's output and move on. A late result (the lifecycle was cancelled, or another
-    worker finished first) changes nothing."""
+def generation_succeed(
+    *, lifecycle_id, output: Any, usage: dict[str, Any] | None, model_used: str, attempt: Step | None = None
+) -> Lifecycle | None:
+    """Store a generation's output and move on, recording the provider ``attempt`` that produced it in the
+    same transaction. A late result (the lifecycle was cancelled, or another worker finished first) changes
+    nothing but the attempt's record."""
     fields = {"output": output, "usage": usage, "model_used": model_used, "lease_expires_at": None}
     payload = {"model": model_used, "usage": usage}
+    steps = (attempt,) if attempt else ()
     with transaction.atomic():
-        mode = Lifecycle.objects.filter(id=lifecycle_id).values_list("delivery__mode", flat=True).first()
-        if mode in (None, delivery.DIRECT):
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None:
+            return None
+        if lifecycle.delivery.get("mode") in (None, delivery.DIRECT):
             # No backend step: the output is the result.
-            return transition(
-                lifecycle_id=lifecycle_id,
-                to=Status.COMPLETED,
-                only_from=frozenset({Status.GENERATING}),
-                payload=payload,
-                fields={**fields, "result": output},
-            )
-        moved = transition(
-            lifecycle_id=lifecycle_id,
-            to=Status.DELIVERING,
-            only_from=frozenset({Status.GENERATING}),
-            payload=payload,
-            fields=fields,
-        )
-        if moved is not None:
+            fields["result"] = output
+            to = Status.COMPLETED
+        else:
+            to = Status.DELIVERING
+        generating = frozenset({Status.GENERATING})
+        moved = _move(lifecycle, to=to, only_from=generating, payload=payload, fields=fields, steps=steps)
+        if moved is not None and to == Status.DELIVERING:
             delivery.start(lifecycle=moved)
         return moved
 
