@@ -163,6 +163,10 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Unless this is set, Celery's Django fixup closes the database connection before and after every task, so
+# each webhook attempt opened a new PostgreSQL connection. orchestrator/celery.py instead treats each task
+# as Django treats a request: connections older than CONN_MAX_AGE, or broken (a database restart), close.
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_IGNORE_RESULT = True
 # Webhook attempts have their own queue: the sweeps never wait behind a backlog of attempts, and the
 # sweep can tell a lost attempt (its queue is empty) from a slow one (still waiting in it).
