@@ -379,25 +379,26 @@ def generation_succeed(
         return moved
 
 
-def delivery_succeeded(*, lifecycle_id, callback_deadline=None) -> Lifecycle | None:
-    """The webhook reached the backend: wait for its callback, or (mode ``webhook``) complete."""
-    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).first()
-    if lifecycle is None:
-        return None
-    if lifecycle.delivery.get("mode") == delivery.WEBHOOK:
-        return transition(
-            lifecycle_id=lifecycle_id,
-            to=Status.COMPLETED,
-            only_from=frozenset({Status.DELIVERING}),
-            fields={"result": lifecycle.output},
+def delivery_succeeded(*, lifecycle_id, callback_deadline=None, attempt: Step | None = None) -> Lifecycle | None:
+    """The webhook reached the backend: wait for its callback, or (mode ``webhook``) complete. ``attempt``,
+    the webhook attempt that got through, is recorded in the same transaction."""
+    steps = (attempt,) if attempt else ()
+    delivering = frozenset({Status.DELIVERING})
+    with transaction.atomic():
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None:
+            return None
+        if lifecycle.delivery.get("mode") == delivery.WEBHOOK:
+            fields = {"result": lifecycle.output}
+            return _move(lifecycle, to=Status.COMPLETED, only_from=delivering, fields=fields, steps=steps)
+        return _move(
+            lifecycle,
+            to=Status.AWAITING_CALLBACK,
+            only_from=delivering,
+            payload={"deadline": callback_deadline.isoformat() if callback_deadline else None},
+            fields={"lease_expires_at": callback_deadline},
+            steps=steps,
         )
-    return transition(
-        lifecycle_id=lifecycle_id,
-        to=Status.AWAITING_CALLBACK,
-        only_from=frozenset({Status.DELIVERING}),
-        payload={"deadline": callback_deadline.isoformat() if callback_deadline else None},
-        fields={"lease_expires_at": callback_deadline},
-    )
 
 
 def callback_complete(*, lifecycle_id, data: Any) -> Lifecycle | None:

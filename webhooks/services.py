@@ -255,10 +255,13 @@ def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
         with telemetry.span("webhook.attempt", parent=lifecycle.traceparent, attempt=delivery.attempt_count) as span:
             headers["traceparent"] = span
             result = sender.send(endpoint.url, headers=headers, body=body)
-    _record_attempt(delivery, now, result)
+    metrics.WEBHOOK_ATTEMPTS.labels(status_class=metrics.status_class(result.status_code, result.outcome)).inc()
     if result.outcome == "succeeded":
-        _succeeded(delivery)
-    elif result.outcome == "aborted":
+        _succeeded(delivery, now, result)
+        log.info("webhook attempt %d to %s: %s", delivery.attempt_count, endpoint.url, result.outcome)
+        return result.outcome
+    _record_attempt(delivery, now, result)
+    if result.outcome == "aborted":
         _finish_failed(
             delivery, DeliveryStatus.ABORTED, "The receiver asked us to stop (webhook-delivery: abort-message)."
         )
@@ -272,9 +275,8 @@ def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
     return result.outcome
 
 
-def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
-    metrics.WEBHOOK_ATTEMPTS.labels(status_class=metrics.status_class(result.status_code, result.outcome)).inc()
-    DeliveryAttempt.objects.create(
+def _attempt_row(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> DeliveryAttempt:
+    return DeliveryAttempt(
         delivery=delivery,
         number=delivery.attempt_count,
         started_at=started_at,
@@ -284,34 +286,50 @@ def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.Att
         response_excerpt=result.response_excerpt,
         error=result.error,
     )
+
+
+def _attempt_step(delivery: Delivery, result: sender.AttemptResult) -> lifecycle_services.Step:
+    """The attempt as a step on the lifecycle's timeline."""
+    payload = {
+        "delivery_id": str(delivery.id),
+        "endpoint_id": str(delivery.endpoint_id),
+        "webhook_id": delivery.webhook_id,
+        "attempt": delivery.attempt_count,
+        "outcome": result.outcome,
+        "status_code": result.status_code,
+        "latency_ms": round(result.latency_ms, 2),
+        "error": result.error,
+        "response_excerpt": result.response_excerpt[:200],
+    }
+    return lifecycle_services.Step("webhook.attempt", payload, result.latency_ms)
+
+
+def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
+    """A failed (or refused, or aborted) attempt: its row, and its step on the lifecycle's timeline."""
+    _attempt_row(delivery, started_at, result).save(force_insert=True)
+    step = _attempt_step(delivery, result)
     lifecycle_services.record_event(
-        lifecycle_id=delivery.lifecycle_id,
-        event="webhook.attempt",
-        duration_ms=result.latency_ms,
-        payload={
-            "delivery_id": str(delivery.id),
-            "endpoint_id": str(delivery.endpoint_id),
-            "webhook_id": delivery.webhook_id,
-            "attempt": delivery.attempt_count,
-            "outcome": result.outcome,
-            "status_code": result.status_code,
-            "latency_ms": round(result.latency_ms, 2),
-            "error": result.error,
-            "response_excerpt": result.response_excerpt[:200],
-        },
+        lifecycle_id=delivery.lifecycle_id, event=step.event, payload=step.payload, duration_ms=step.duration_ms
     )
 
 
-def _succeeded(delivery: Delivery) -> None:
+def _succeeded(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
+    """The attempt got through: in one transaction, the lifecycle moves on with the attempt on its timeline
+    (its row locked first, as every transition does), the attempt is recorded and the delivery is done."""
     now = timezone.now()
-    Delivery.objects.filter(id=delivery.id).update(
-        status=DeliveryStatus.SUCCEEDED, delivered_at=now, lease_expires_at=None, last_error=""
-    )
-    WebhookEndpoint.objects.filter(id=delivery.endpoint_id).exclude(failing_since=None).update(failing_since=None)
     timeout_s = delivery.lifecycle.delivery.get("callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S)
-    lifecycle_services.delivery_succeeded(
-        lifecycle_id=delivery.lifecycle_id, callback_deadline=now + timedelta(seconds=timeout_s)
-    )
+    with transaction.atomic():
+        lifecycle_services.delivery_succeeded(
+            lifecycle_id=delivery.lifecycle_id,
+            callback_deadline=now + timedelta(seconds=timeout_s),
+            attempt=_attempt_step(delivery, result),
+        )
+        _attempt_row(delivery, started_at, result).save(force_insert=True)
+        Delivery.objects.filter(id=delivery.id).update(
+            status=DeliveryStatus.SUCCEEDED, delivered_at=now, lease_expires_at=None, last_error=""
+        )
+        if delivery.endpoint.failing_since is not None:
+            WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(failing_since=None)
 
 
 def _finish_failed(delivery: Delivery, status: DeliveryStatus, message: str) -> None:
