@@ -186,7 +186,6 @@ def transition(
     only_from: frozenset[Status] | None = None,
     payload: dict[str, Any] | None = None,
     fields: dict[str, Any] | None = None,
-    steps: tuple[Step, ...] = (),
 ) -> Lifecycle | None:
     """Move a lifecycle to ``to`` if the state machine (and ``only_from``, when given) allows it.
 
@@ -194,15 +193,12 @@ def transition(
     2. Check the move; a move not allowed (a repeat, a late result after a cancel) returns ``None``.
     3. Write the status, its step timestamp and ``fields``; append the timeline event; enqueue the outbox
        message. All in one transaction: a state change is never visible without its event.
-
-    ``steps`` are events that happened whether or not the move is allowed (the provider attempt that
-    produced a result): they are recorded before the move's own event, in the same statements.
     """
     with transaction.atomic():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
             return None
-        return _move(lifecycle, to=to, only_from=only_from, payload=payload, fields=fields, steps=steps)
+        return _move(lifecycle, to=to, only_from=only_from, payload=payload, fields=fields)
 
 
 def _locked(lifecycle_id) -> Lifecycle | None:
@@ -218,7 +214,9 @@ def _move(
     fields: dict[str, Any] | None = None,
     steps: tuple[Step, ...] = (),
 ) -> Lifecycle | None:
-    """Steps 2 and 3 of :func:`transition`, on a lifecycle this transaction holds locked."""
+    """Steps 2 and 3 of :func:`transition`, on a lifecycle this transaction holds locked. ``steps`` are
+    events that happened whether or not the move is allowed (the provider attempt that produced a result):
+    they are recorded before the move's own event, in the same statements, either way."""
     if not can_transition(lifecycle.status, to) or (only_from is not None and lifecycle.status not in only_from):
         if steps:
             _record(lifecycle, *steps)

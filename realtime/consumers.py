@@ -41,17 +41,36 @@ from realtime.groups import lifecycle_group, subscriber_group
 
 log = logging.getLogger(__name__)
 
+
+def in_db_thread(fn):
+    """``fn`` run on a worker thread, many side by side: channels' default runs every socket's database
+    work on one thread per process, which queued handshakes behind each other under a connect storm. The
+    realtime process's connections come from psycopg's pool (``DB_POOL_MAX_SIZE``), which bounds them."""
+    return database_sync_to_async(fn, thread_sensitive=False)
+
 FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE = 4096  # characters: a ping is 16
 
 
-def _load(lifecycle_id: str) -> Lifecycle | None:
+def _is_uuid(value: str) -> bool:
     try:
-        return Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id)).first()
-    except ValueError:  # not a UUID: no such lifecycle
-        return None
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _load(lifecycle_id: str) -> Lifecycle | None:
+    return Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id)).first() if _is_uuid(lifecycle_id) else None
+
+
+def _opening(lifecycle_id: str, since: int) -> tuple[Lifecycle | None, list[dict]]:
+    """What a socket opens with, in one trip to a database thread: the lifecycle and its events after
+    ``since``."""
+    lifecycle = _load(lifecycle_id)
+    return lifecycle, (_events_after(lifecycle, since) if lifecycle is not None else [])
 
 
 def _events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
@@ -134,6 +153,14 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
         if settings.REALTIME_RESYNC_S > 0:
             self.resync_task = asyncio.create_task(self._keep_in_group())
 
+    async def leave(self) -> None:
+        if self.resync_task is not None:
+            self.resync_task.cancel()
+            self.resync_task = None
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
+
     async def _keep_in_group(self) -> None:
         while True:
             # Jittered, so thousands of sockets opened together do not all come back at once.
@@ -149,18 +176,16 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
         stream)."""
 
     async def disconnect(self, code: int) -> None:
-        if self.resync_task is not None:
-            self.resync_task.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave()
         if self.counted_token:
             await limits.release(self.counted_token)
 
 
 class LifecycleConsumer(_CountedSocket):
-    lifecycle: Lifecycle
+    lifecycle: Lifecycle | None = None  # set once the socket is accepted
     last_seq: int = 0
     finished: bool = False
+    counted_socket: bool = False  # in the websocket_connections gauge
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -169,49 +194,52 @@ class LifecycleConsumer(_CountedSocket):
     async def connect(self) -> None:
         query = self.query()
         lifecycle_id = self.scope["url_route"]["kwargs"]["lifecycle_id"]
-        scope = tokens.verify((query.get("token") or [""])[0])
-        lifecycle = await database_sync_to_async(_load)(lifecycle_id) if scope else None
-        if (
-            scope is None
-            or lifecycle is None
-            or not scope.allows(
-                project_id=str(lifecycle.project_id),
-                lifecycle_id=str(lifecycle.id),
-                user_id=lifecycle.subscriber.get("user_id"),
-            )
-        ):
-            await self.close()  # before accept: the handshake is refused, nothing is sent
-            return
-        if not await self.admit(query["token"][0]):
+        token = (query.get("token") or [""])[0]
+        scope = tokens.verify(token)
+        if scope is None or not _is_uuid(lifecycle_id) or scope.lifecycle_id not in (None, lifecycle_id):
+            await self.close()  # refused before any database read: the handshake fails, nothing is sent
             return
         try:
             since = max(0, int((query.get("since") or ["0"])[0]))
         except ValueError:
             since = 0
+        # Join the group before reading: whatever commits from now on also comes through the group. One
+        # trip to the database for the lifecycle (which also authorises a subscriber's token) and its events.
+        await self.join(lifecycle_group(lifecycle_id))
+        lifecycle, events = await in_db_thread(_opening)(lifecycle_id, since)
+        allowed = lifecycle is not None and scope.allows(
+            project_id=str(lifecycle.project_id),
+            lifecycle_id=str(lifecycle.id),
+            user_id=lifecycle.subscriber.get("user_id"),
+        )
+        if not allowed:
+            await self.leave()
+            await self.close()
+            return
+        if not await self.admit(token):
+            await self.leave()
+            return
         self.lifecycle = lifecycle
-        await self.join(lifecycle_group(str(lifecycle.id)))
         await self.accept()
         metrics.WEBSOCKETS.inc()
-        # Read after joining the group: whatever commits from now on also comes through the group.
-        lifecycle = await database_sync_to_async(_load)(lifecycle_id)
-        self.lifecycle = lifecycle
+        self.counted_socket = True
         await self.send_json(snapshot(lifecycle))
         self.last_seq = since
-        await self._send_events(await database_sync_to_async(_events_after)(lifecycle, since))
+        await self._send_events(events)
         if not self.finished and lifecycle.status in TERMINAL:
             # Already over and the client had seen the end: the snapshot says it all.
             await self.close(code=CLOSE_NORMAL)
             self.finished = True
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
+        if self.counted_socket:
             metrics.WEBSOCKETS.dec()
         await super().disconnect(code)
 
     async def lifecycle_event(self, message: dict) -> None:
         """A live event from the bridge (channel-layer type ``lifecycle.event``)."""
-        if self.finished:
-            return
+        if self.finished or self.lifecycle is None:
+            return  # over, or not accepted (an event that reached the group while the handshake was refused)
         event = message["event"]
         seq = int(event["seq"])
         if seq <= self.last_seq:
@@ -226,7 +254,7 @@ class LifecycleConsumer(_CountedSocket):
 
     async def lifecycle_delta(self, message: dict) -> None:
         """Streamed model output from a generator (channel-layer type ``lifecycle.delta``)."""
-        if not self.finished:
+        if not self.finished and self.lifecycle is not None:
             await self.send_json(
                 {
                     "type": "delta",
@@ -237,8 +265,8 @@ class LifecycleConsumer(_CountedSocket):
             )
 
     async def catch_up(self) -> None:
-        if not self.finished:
-            await self._send_events(await database_sync_to_async(_events_after)(self.lifecycle, self.last_seq))
+        if not self.finished and self.lifecycle is not None:
+            await self._send_events(await in_db_thread(_events_after)(self.lifecycle, self.last_seq))
 
     async def _send_events(self, events: list[dict]) -> None:
         async with self.sending:
@@ -253,7 +281,7 @@ class LifecycleConsumer(_CountedSocket):
             message = {"type": "event", "lifecycle_id": str(self.lifecycle.id), **event}
             final = event["event"] in FINAL_EVENTS
             if final:
-                message |= outcome or await database_sync_to_async(final_outcome)(str(self.lifecycle.id))
+                message |= outcome or await in_db_thread(final_outcome)(str(self.lifecycle.id))
             await self.send_json(message)
             self.last_seq = event["seq"]
             if final:
