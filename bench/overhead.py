@@ -34,15 +34,29 @@ class Overhead:
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
-    async def one(self, connection: Connection, sent: float) -> None:
+    async def post(self, connection: Connection) -> dict | None:
+        """Create a lifecycle; its 202 answer, or ``None`` (counted) if there was none."""
         try:
             status, body = await asyncio.wait_for(connection.send(), self.args.timeout)
-            if status != 202:
-                self.count(str(status))
-                return
-            accepted = json.loads(body)
-            self.ids.append(accepted["id"])
-            url = f"{accepted['links']['websocket']}?token={accepted['ws_token']}"
+        except TimeoutError:
+            self.count("timeout")
+            connection.close()
+            return None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.count(exc.__class__.__name__)
+            connection.close()
+            return None
+        if status != 202:
+            self.count(str(status))
+            return None
+        accepted = json.loads(body)
+        self.ids.append(accepted["id"])
+        return accepted
+
+    async def follow(self, accepted: dict, sent: float) -> None:
+        """Open the lifecycle's socket, as its frontend would, and time the final message from ``sent``."""
+        url = f"{accepted['links']['websocket']}?token={accepted['ws_token']}"
+        try:
             async with asyncio.timeout(self.args.timeout), websockets.connect(url) as socket:
                 async for raw in socket:
                     message = json.loads(raw)
@@ -53,10 +67,8 @@ class Overhead:
                 self.count("closed_early")
         except TimeoutError:
             self.count("timeout")
-            connection.close()
-        except (OSError, asyncio.IncompleteReadError, websockets.WebSocketException) as exc:
+        except (OSError, websockets.WebSocketException) as exc:
             self.count(exc.__class__.__name__)
-            connection.close()
 
     def report(self, elapsed: float) -> dict:
         return {
@@ -81,7 +93,10 @@ async def main(args) -> dict:
         async def worker() -> None:
             connection = Connection(url, args.api_key, body)
             while time.perf_counter() < deadline:
-                await run.one(connection, time.perf_counter())
+                sent = time.perf_counter()
+                accepted = await run.post(connection)
+                if accepted is not None:
+                    await run.follow(accepted, sent)
             connection.close()
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -91,11 +106,15 @@ async def main(args) -> dict:
             pool.put_nowait(Connection(url, args.api_key, body))
 
         async def arrival(scheduled: float) -> None:
+            # The HTTP connection goes back to the pool as soon as the POST is answered: the pool stands for
+            # the frontends' backends, and each frontend then waits on its own socket.
             connection = await pool.get()
             try:
-                await run.one(connection, scheduled)
+                accepted = await run.post(connection)
             finally:
                 pool.put_nowait(connection)
+            if accepted is not None:
+                await run.follow(accepted, scheduled)
 
         tasks = []
         for i in range(int(args.seconds * args.rate)):

@@ -15,6 +15,7 @@ Scenarios (docs/performance.md has the figures and what each target needs):
 - flight: 10,000 lifecycles in flight against the 8 s model; time to drain and generator RSS.
 - webhooks: deliveries per second to a loopback receiver.
 - sockets: 5,000 sockets on the realtime process; final-message lateness; RSS over connect/close cycles.
+- cpu: CPU milliseconds per lifecycle in each process (bench/cpu.py), direct and through a webhook.
 
 Every run keeps a ledger: lifecycles accepted == completed + failed + in flight at the end, else it is void.
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import cpu
 from bench.environment import PRODUCTION_ON_LOOPBACK, answers
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
@@ -304,6 +306,30 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
     }
 
 
+def cpu_run(stack: ServiceProcesses, servers: EmbeddedStack, keys: dict[str, str], ledger: Ledger, args) -> dict:
+    """CPU per lifecycle, by process (bench/cpu.py), at a fixed rate the stack keeps up with: direct, then
+    through a webhook to the fast receiver (``delivery.mode: webhook``). The window runs from the first
+    request until every lifecycle of the run is over."""
+    figures: dict = {"ledger_ok": True}
+    for mode, key in keys.items():
+        tag = uuid.uuid4().hex
+        body = {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": mode}, "metadata": {"run": tag}}
+        before, started = cpu.cpu_seconds(stack, servers), time.monotonic()
+        sent = load("rate", f"{stack.base_url}/v1/lifecycles", key, "--seconds", str(args.cpu_seconds),
+                    "--rate", str(args.cpu_rate), "--concurrency", "256", "--body", json.dumps(body))  # fmt: skip
+        accepted = sent["outcomes"].get("202", 0)
+        counts = ledger.settle(tag, accepted, timeout=300)
+        spent = cpu.per_group(before, cpu.cpu_seconds(stack, servers))
+        wall = time.monotonic() - started
+        figures[f"{mode}_lifecycles"] = accepted
+        figures[f"{mode}_cores_busy"] = round(sum(spent.values()) / wall, 2)
+        figures[f"{mode}_total_ms"] = round(sum(spent.values()) / max(accepted, 1) * 1000, 2)
+        for group, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+            figures[f"{mode}_{group}_ms"] = round(seconds / max(accepted, 1) * 1000, 2)
+        figures["ledger_ok"] &= balanced(sent["ids"], counts, ledger, tag)
+    return figures
+
+
 def sockets_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     """5,000 sockets on the one realtime process (daphne), final-message lateness, and its RSS across 10,000
     connect and disconnect cycles (the second half compared with the first, so warm-up growth does not count)."""
@@ -366,6 +392,8 @@ def main() -> int:
     parser.add_argument("--webhooks", type=int, default=2000, help="deliveries queued at once (scenario webhooks)")
     parser.add_argument("--sockets", type=int, default=5000, help="sockets open at once (scenario sockets)")
     parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (scenario sockets)")
+    parser.add_argument("--cpu-rate", type=float, default=40, help="lifecycles/s offered (scenario cpu)")
+    parser.add_argument("--cpu-seconds", type=float, default=15, help="seconds of load per mode (scenario cpu)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
 
@@ -441,6 +469,9 @@ def main() -> int:
                     results["sockets"].append(sockets_run(stack, key, ledger, args))
                 if "webhooks" in scenarios:
                     results["webhooks"].append(webhooks_run(stack, webhooks_key, ledger, args))
+                if "cpu" in scenarios:
+                    keys = {"direct": key, "webhook": webhooks_key}
+                    results["cpu"].append(cpu_run(stack, servers, keys, ledger, args))
                 if "accept" in scenarios:
                     others = {
                         "daphne": f"http://127.0.0.1:{stack.env['REALTIME_PORT']}",
@@ -465,6 +496,7 @@ def main() -> int:
         ("flight", f"{args.flight} in flight at once, model latency {args.latency_ms:.0f} ms"),
         ("webhooks", f"{args.webhooks} webhook deliveries released at once to a loopback receiver"),
         ("sockets", f"{args.sockets} sockets on one realtime process, then {args.cycles} connect/close cycles"),
+        ("cpu", f"CPU ms per lifecycle by process, {args.cpu_rate:.0f}/s offered for {args.cpu_seconds:.0f} s"),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")

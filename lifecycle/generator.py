@@ -142,7 +142,7 @@ class Generator:
                 if full != self.paused:
                     await self._kafka(self._set_paused, full)
                 room = max(1, self.concurrency - len(self.tasks))
-                messages = await self._kafka(self.consumer.consume, min(room, 500), 0.1)
+                messages = await self._kafka(kafka.consume_available, self.consumer, min(room, 500), 0.1)
                 for message in messages:
                     if message.error():
                         if message.error().code() != KafkaError._PARTITION_EOF:

@@ -1,14 +1,16 @@
 """Kafka plumbing: client configuration, topic creation and header helpers. No business rules here.
 
-The embedded broker (Tansu) has two quirks every client here respects: a consumer's first group join takes
-~23 s unless ``session.timeout.ms`` is low, and ``latest`` offsets are wrong, so groups start at ``earliest``.
+The embedded broker (Tansu) has three quirks every client here respects: a consumer's first group join takes
+~23 s unless ``session.timeout.ms`` is low; ``latest`` offsets are wrong, so groups start at ``earliest``;
+and a fetch waits out ``fetch.wait.max.ms`` even when data arrives meanwhile, so with it the wait is short
+(``KAFKA_FETCH_WAIT_MAX_MS``, set by the embedded stack).
 """
 
 from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
@@ -42,8 +44,19 @@ def consumer_config(group_id: str, **overrides) -> dict:
         "enable.auto.offset.store": False,
         "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 3),
+        "fetch.wait.max.ms": settings.KAFKA_FETCH_WAIT_MAX_MS,
         **overrides,
     }
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to ``timeout`` for a message, then take whatever else is already fetched, without waiting.
+    (``Consumer.consume(n, timeout)`` returns early only once it has ``n`` messages: under light load it
+    held every message for the whole timeout.)"""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
 
 
 def admin_client() -> AdminClient:

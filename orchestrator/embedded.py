@@ -40,6 +40,8 @@ DEFAULT_STATE_DIR = PROJECT_DIR / ".state"
 DEFAULT_PG_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
 DEFAULT_KAFKA_PORT = 59092
+# The embedded broker waits out a fetch's whole max wait even when data arrives (docs/embedded.md).
+EMBEDDED_FETCH_WAIT_MAX_MS = 10
 DATABASE_NAME = "orchestrator"
 HOST = "127.0.0.1"
 
@@ -430,6 +432,7 @@ class EmbeddedStack:
             env["REDIS_URL"] = redis_url(self.redis_port)
         if self.kafka:
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap(self.kafka_port)
+            env["KAFKA_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MAX_MS)
         return env
 
     def health(self) -> dict[str, bool]:

@@ -138,6 +138,12 @@ KAFKA_CLIENT_CONFIG = env.dict("KAFKA_CLIENT_CONFIG", default={})
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=6000)
+# How long a fetch may wait on the broker for data. Kafka answers as soon as data arrives, so its default
+# costs no latency; the embedded broker waits it out, so the embedded stack sets 10 ms.
+KAFKA_FETCH_WAIT_MAX_MS = env.int(
+    "KAFKA_FETCH_WAIT_MAX_MS",
+    default=embedded.EMBEDDED_FETCH_WAIT_MAX_MS if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else 500,
+)
 
 # Connections that Redis dropped (a restart) are reconnected and the command retried, with backoff for
 # up to about 10 s, instead of failing the socket that happened to use them. redis-py's asyncio pools
@@ -150,10 +156,20 @@ REDIS_RETRY = {
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     "health_check_interval": 15,
 }
+# channels-redis keeps every message for one process's sockets in one Redis key, and its capacity check is
+# per key: at the default of 100, a burst of events for many sockets of one realtime process overflowed it
+# and the overflow was dropped without a trace (sockets then waited for their next resync). So the process
+# key holds REALTIME_LAYER_CAPACITY messages; each socket's own buffer in the process keeps the default 100
+# (a client that stops reading loses only its own messages, and catches up from the database).
+REALTIME_LAYER_CAPACITY = env.int("REALTIME_LAYER_CAPACITY", default=10000)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_RETRY}]},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, **REDIS_RETRY}],
+            "capacity": 100,
+            "channel_capacity": {"specific.*": REALTIME_LAYER_CAPACITY},
+        },
     }
 }
 

@@ -55,7 +55,7 @@ class Bridge:
     async def run(self) -> int:
         await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
         while not self.stop.requested:
-            messages = await self._kafka(self.consumer.consume, 500, 0.1)
+            messages = await self._kafka(kafka.consume_available, self.consumer, 500, 0.1)
             for message in messages:
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:

@@ -48,6 +48,7 @@ def in_db_thread(fn):
     realtime process's connections come from psycopg's pool (``DB_POOL_MAX_SIZE``), which bounds them."""
     return database_sync_to_async(fn, thread_sensitive=False)
 
+
 FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429

@@ -1,0 +1,65 @@
+"""Where a lifecycle's CPU goes: CPU seconds of every process of the stack over a fixed-rate run, divided
+by the lifecycles it carried. The profile that says which process a target waits on (docs/performance.md).
+
+Counted: each Procfile process with everything it started (gunicorn's and Celery's workers), and the
+embedded PostgreSQL (its postmaster and every backend), Redis and Kafka broker. Not counted: the load
+generator and the customer backend, which stand for the outside world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psutil
+
+from orchestrator.embedded import EmbeddedStack
+from tests.processes import ServiceProcesses
+
+
+def _tree(pid: int) -> Iterator[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        yield root
+        yield from root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+
+
+def _postgres_pid(servers: EmbeddedStack) -> int | None:
+    pid_file = servers.server("postgres").data_dir / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+def processes(stack: ServiceProcesses, servers: EmbeddedStack) -> dict[str, list[psutil.Process]]:
+    """The stack's processes by group, as they are now (call again after a restart)."""
+    groups = {name: list(_tree(proc.pid)) for name, proc in stack.procs.items() if proc.poll() is None}
+    postgres = _postgres_pid(servers)
+    if postgres is not None:
+        groups["postgres"] = list(_tree(postgres))
+    for name in ("redis", "kafka"):
+        process = getattr(servers.server(name), "process", None)
+        if process is not None and process.poll() is None:
+            groups[name] = list(_tree(process.pid))
+    return groups
+
+
+def cpu_seconds(stack: ServiceProcesses, servers: EmbeddedStack) -> dict[int, tuple[str, float]]:
+    """pid → (group, CPU seconds so far) for every process of the stack."""
+    out = {}
+    for group, members in processes(stack, servers).items():
+        for process in members:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[process.pid] = (group, times.user + times.system)
+    return out
+
+
+def per_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent by each group between two readings (processes born in between count whole;
+    processes gone in between are lost, so keep restarts out of a measured window)."""
+    spent: dict[str, float] = {}
+    for pid, (group, seconds) in after.items():
+        spent[group] = spent.get(group, 0.0) + seconds - before.get(pid, (group, 0.0))[1]
+    return spent
