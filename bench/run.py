@@ -519,7 +519,7 @@ def main() -> int:
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
             ledger.settle(warm, 5, timeout=60)
-            register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}", "data")
+            register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}", "now")
             register_endpoint(stack.base_url, webhooks_key, f"http://127.0.0.1:{backend_port}", "silent")
             results: dict[str, list[dict]] = {s: [] for s in scenarios}
 
@@ -585,7 +585,7 @@ def main() -> int:
 
 
 def register_endpoint(base: str, key: str, backend: str, script: str) -> None:
-    """A project's endpoint on the customer backend: ``data`` answers 200 and calls back at once, ``silent``
+    """A project's endpoint on the customer backend: ``now`` answers 200 and calls back at once, ``silent``
     only answers 200 (tests/fakes/customer_backend.py)."""
     import httpx
 

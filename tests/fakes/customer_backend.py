@@ -4,7 +4,11 @@ stock ``standardwebhooks`` library, and calls back the way a real backend would.
 Endpoint URLs name a scenario and the answer to each delivery attempt in turn, the last repeating:
 ``/hooks/<scenario>/<step>,<step>,...``. Steps:
 
-- ``data``   answer 200, then call back with ``{"data": {"enriched": <output upper-cased>}}``
+- ``data``   answer 200, then call back with ``{"data": {"enriched": <output upper-cased>}}`` after
+  ``WORK_S``, as a backend whose own work takes a moment: by then our side has recorded the delivery, so the
+  timeline shows ``awaiting_callback`` before the callback
+- ``now``    answer 200 and call back with data at once (the benchmark's backend): the callback may arrive
+  before our side has recorded the delivery, and the lifecycle completes straight from ``delivering``
 - ``inline`` call back with data *before* answering 200 (the callback races the delivery)
 - ``error``  answer 200, then call back with ``{"error": {...}}``
 - ``silent`` answer 200 and never call back
@@ -39,6 +43,12 @@ lock = threading.Lock()
 # One pooled client for every callback, as a real backend keeps: a bare httpx.post() builds a client (and
 # an SSL context) per call, which cost more CPU than our side of the callback.
 client = httpx.Client(timeout=10)
+WORK_S = 0.25
+
+
+def call_back_later(payload: dict, body: dict, traceparent: str | None, delay_s: float) -> None:
+    time.sleep(delay_s)
+    call_back(payload, body, traceparent)
 
 
 def call_back(payload: dict, body: dict, traceparent: str | None = None) -> None:
@@ -128,9 +138,11 @@ class Handler(JsonHandler):
             self._send(200)
         else:
             self._send(200)
-            if step in ("data", "error"):
-                args = (payload, callback_body(step, payload), headers.get("traceparent"))
-                threading.Thread(target=call_back, args=args).start()
+            if step in ("data", "error", "now"):
+                body = callback_body("data" if step == "now" else step, payload)
+                delay_s = 0.0 if step == "now" else WORK_S
+                args = (payload, body, headers.get("traceparent"), delay_s)
+                threading.Thread(target=call_back_later, args=args).start()
 
 
 if __name__ == "__main__":
