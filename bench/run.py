@@ -559,9 +559,9 @@ def main() -> int:
                     proc.terminate()
             finally:
                 stack.stop_all()
-    print(f"\n## burst: {args.burst} requests at once, model latency {args.latency_ms:.0f} ms, client timeout "
-          f"{args.client_timeout:.0f} s (sync: gunicorn, {GUNICORN_WORKERS} sync workers)\n")  # fmt: skip
     if results.get("burst"):
+        print(f"\n## burst: {args.burst} requests at once, model latency {args.latency_ms:.0f} ms, client timeout "
+              f"{args.client_timeout:.0f} s (sync: gunicorn, {GUNICORN_WORKERS} sync workers)\n")  # fmt: skip
         print("\n".join(summarise(results["burst"], list(results["burst"][0]))))
     if results.get("accept"):
         print(f"\n## accept path: {args.accept_seconds:.0f} s closed-loop (64 in flight), then {args.rate:.0f}/s\n")
