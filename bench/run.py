@@ -194,6 +194,8 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
 
 
 PIPELINE = ("relay", "generator", "bridge", "worker", "beat")
+# The order they run in: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
+# message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
 ALL_SCENARIOS = ("burst", "overhead", "cpu", "flight", "sockets", "webhooks", "accept")
 
 
@@ -537,8 +539,6 @@ def main() -> int:
                 "daphne": f"http://127.0.0.1:{stack.env['REALTIME_PORT']}",
                 "uvicorn": f"http://127.0.0.1:{uvicorn_port}",
             }
-            # In this order: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
-            # message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
             run_scenario = {
                 "burst": burst,
                 "overhead": lambda: overhead_run(stack.base_url, overhead_key, ledger, args),
@@ -549,7 +549,7 @@ def main() -> int:
                 "accept": lambda: accept_run(stack, others, key, ledger, args),
             }
             for i in range(args.runs):
-                for name in (name for name in run_scenario if name in scenarios):
+                for name in (name for name in ALL_SCENARIOS if name in scenarios):
                     waited = ledger.quiet(timeout=900)
                     results[name].append(run_scenario[name]() | {"quiet_wait_s": waited})
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
