@@ -60,7 +60,8 @@ def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
 
 
 async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
-    """Try the model and then each fallback; store the first valid output, or fail the lifecycle."""
+    """Try the model and then each fallback; store the first valid output, or fail the lifecycle. The
+    outcome is recorded only while this claim (``lifecycle.attempts``, its fencing token) holds the lease."""
     stream = DeltaStream(str(lifecycle.id)) if lifecycle.params.get("stream") else None
     try:
         await _generate(lifecycle, client=client, on_delta=stream.add if stream else None)
@@ -101,23 +102,31 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                 output = parse_output(generation.text, lifecycle.response_format)
             except OutputInvalid as exc:
                 await _record(lifecycle, step)
-                await db.in_thread(services.lifecycle_fail)(
+                await db.patiently(
+                    services.generation_fail,
                     lifecycle_id=lifecycle.id,
+                    lease=lifecycle.attempts,
                     code=ErrorCode.OUTPUT_INVALID,
                     message=str(exc),
-                    step="generation",
                     details=exc.details,
                 )
                 return
-            await db.in_thread(services.generation_succeed)(
-                lifecycle_id=lifecycle.id, output=output, usage=generation.usage, model_used=model, attempt=step
+            await db.patiently(
+                services.generation_succeed,
+                lifecycle_id=lifecycle.id,
+                output=output,
+                usage=generation.usage,
+                model_used=model,
+                attempt=step,
+                lease=lifecycle.attempts,
             )
             return
-    await db.in_thread(services.lifecycle_fail)(
+    await db.patiently(
+        services.generation_fail,
         lifecycle_id=lifecycle.id,
+        lease=lifecycle.attempts,
         code=ErrorCode.INVALID_REQUEST if all_refused else ErrorCode.GENERATION_FAILED,
         message="The model refused the request." if all_refused else "The model could not produce an answer.",
-        step="generation",
         details={"last_error": last_error},
     )
 
@@ -149,6 +158,10 @@ def _attempt(
 
 
 async def _record(lifecycle: Lifecycle, step: services.Step) -> None:
-    await db.in_thread(services.record_event)(
-        lifecycle_id=lifecycle.id, event=step.event, payload=step.payload, duration_ms=step.duration_ms
+    await db.patiently(
+        services.record_event,
+        lifecycle_id=lifecycle.id,
+        event=step.event,
+        payload=step.payload,
+        duration_ms=step.duration_ms,
     )

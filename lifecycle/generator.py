@@ -6,6 +6,14 @@ redelivered finds its lifecycle already claimed or finished, and does nothing.
 
 Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
 polling, so the group keeps it); lag builds in Kafka and the API never waits.
+
+Leases: every ``GENERATION_LEASE_S / 3`` the generator renews the leases of all it runs in one statement;
+a generation whose lease another worker took over (this one was cut off for longer than the lease) is
+abandoned, and its outcome would be refused anyway (fenced by the claim's token). So a generation longer
+than the lease runs once.
+
+Outages: while PostgreSQL is away each generation waits at its next database step and goes on when it is
+back (``db.patiently``); while the broker is away librdkafka reconnects by itself. Either is logged once.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from django.db import InterfaceError, OperationalError
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
 from orchestrator import db, logs, telemetry
+from orchestrator.outages import Outage, kafka_outage, transient
 from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,13 @@ class OffsetTracker:
                     out.append(TopicPartition(tp[0], tp[1], offset))
             return out
 
+    def uncommitted(self, offsets: list[TopicPartition]) -> None:
+        """A commit of ``offsets`` failed: offer them again next time."""
+        with self._lock:
+            for p in offsets:
+                if self._committed.get((p.topic, p.partition)) == p.offset:
+                    del self._committed[(p.topic, p.partition)]
+
     def forget(self, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for p in partitions:
@@ -94,7 +110,11 @@ class Generator:
         self.stop = stop
         self.tracker = OffsetTracker()
         self.tasks: set[asyncio.Task] = set()
-        self.running: dict[str, asyncio.Task] = {}  # lifecycle id → its generation, to abandon on cancel
+        # Lifecycle id → its generation (to abandon on cancel) and the claim's fencing token (to renew with).
+        self.running: dict[str, tuple[asyncio.Task, int]] = {}
+        self.abandoned: dict[str, str] = {}  # lifecycle id → why its generation was cancelled
+        self.broker = Outage("generator: Kafka", log)
+        self.database = Outage("generator: PostgreSQL (leases)", log)
         self.paused = False
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
@@ -114,7 +134,8 @@ class Generator:
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except Exception as exc:  # a commit lost here is redelivered: handlers are idempotent
-                log.warning("generator: commit failed: %s", exc)
+                self.tracker.uncommitted(offsets)
+                self.broker.failed(exc)
 
     def _set_paused(self, paused: bool) -> None:
         assignment = self.consumer.assignment()
@@ -129,6 +150,7 @@ class Generator:
         loop.set_default_executor(ThreadPoolExecutor(settings.GENERATOR_DB_THREADS, thread_name_prefix="db"))
         last_commit = loop.time()
         cancel_listener = asyncio.create_task(self._listen_for_cancellations())
+        renewer = asyncio.create_task(self._renew_leases())
         async with contextlib.AsyncExitStack() as clients:
             # Several small connection pools, not one big one: httpcore scans its whole pool on every request
             # and response, which with thousands of connections took 90% of the generator's CPU.
@@ -145,9 +167,9 @@ class Generator:
                 messages = await self._kafka(kafka.consume_available, self.consumer, min(room, 500), 0.1)
                 for message in messages:
                     if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("generator: consume error: %s", message.error())
+                        self._consume_error(message.error())
                         continue
+                    self.broker.ok()
                     self._start(message, next(client_for))
                 if loop.time() - last_commit >= COMMIT_EVERY_S:
                     await self._kafka(self._commit_sync)
@@ -156,6 +178,7 @@ class Generator:
                 log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
                 await asyncio.wait(self.tasks, timeout=30)
         cancel_listener.cancel()
+        renewer.cancel()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
@@ -174,20 +197,56 @@ class Generator:
 
         task.add_done_callback(done)
 
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if kafka_outage(error):
+            self.broker.failed(error.str())
+        else:
+            log.warning("generator: consume error: %s", error)
+
+    def _abandon(self, lifecycle_id: str, reason: str) -> None:
+        held = self.running.get(lifecycle_id)
+        if held is not None:
+            self.abandoned[lifecycle_id] = reason
+            held[0].cancel()
+
     async def _listen_for_cancellations(self) -> None:
         """Abandon a generation the moment its lifecycle is cancelled (NOTIFY from the cancel service)."""
+        outage = Outage("generator: PostgreSQL (cancellations)", log)
         while True:
             try:
                 params = await db.in_thread(db.connection_params)()
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {services.CANCEL_CHANNEL}")
+                    outage.ok()
                     async for notify in conn.notifies():
-                        task = self.running.get(notify.payload)
-                        if task is not None:
-                            task.cancel()
+                        self._abandon(notify.payload, "cancelled")
+            except psycopg.Error as exc:
+                await asyncio.sleep(outage.failed(exc))
             except Exception:
                 log.exception("generator: cancellation listener failed; reconnecting")
                 await asyncio.sleep(1)
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of every generation in flight, in one statement each round; abandon those whose
+        lease is gone (another worker reclaimed it while this one could not renew)."""
+        every = max(0.5, settings.GENERATION_LEASE_S / 3)
+        while True:
+            await asyncio.sleep(every)
+            held = {lifecycle_id: token for lifecycle_id, (_, token) in self.running.items()}
+            if not held:
+                continue
+            try:
+                renewed = await db.in_thread(services.generation_leases_renew)(held=held)
+            except (OperationalError, InterfaceError) as exc:
+                self.database.failed(exc)  # tried again next round; the lease runs on meanwhile
+                continue
+            self.database.ok()
+            for lifecycle_id in held.keys() - renewed:
+                if lifecycle_id in self.running:
+                    log.warning("generator: lost the lease of %s; abandoning its generation", lifecycle_id)
+                    self._abandon(lifecycle_id, "lease lost")
 
     async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
         headers = kafka.decode_headers(message.headers())
@@ -198,30 +257,37 @@ class Generator:
         )
         try:
             lifecycle_id = parse_request(message)
-            lifecycle = await db.in_thread(services.generation_claim)(lifecycle_id=lifecycle_id)
+            lifecycle = await db.patiently(services.generation_claim, lifecycle_id=lifecycle_id)
             if lifecycle is None:
                 log.info("generator: nothing to do (already claimed, finished or cancelled)")
                 return
-            self.running[str(lifecycle_id)] = asyncio.current_task()
+            key = str(lifecycle_id)
+            self.running[key] = (asyncio.current_task(), lifecycle.attempts)
             log.info("generator: generating with %s", lifecycle.model)
             try:
-                with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=str(lifecycle.id)):
+                with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=key):
                     await generation.generate(lifecycle, client=client)
             except asyncio.CancelledError:
                 if self.stop.requested:
                     raise
-                await db.in_thread(services.record_event)(
-                    lifecycle_id=lifecycle_id, event="generation.abandoned", payload={"reason": "cancelled"}
+                await db.patiently(
+                    services.record_event,
+                    lifecycle_id=lifecycle_id,
+                    event="generation.abandoned",
+                    payload={"reason": self.abandoned.get(key, "cancelled")},
                 )
             finally:
-                self.running.pop(str(lifecycle_id), None)
-        except (OperationalError, InterfaceError, OSError) as exc:
-            # The database (or another server) is unreachable: this is no fault of the message, and what was
-            # not recorded is re-driven by the reconciler once the lease runs out.
-            log.error("generator: a server is unavailable while handling %s: %s", message.key(), exc)
+                self.running.pop(key, None)
+                self.abandoned.pop(key, None)
         except Exception as exc:  # a message no handler can process must not stop the others
+            if transient(exc):
+                # A server away (not the database, which is waited for): no fault of the message, and what was
+                # not recorded is re-driven by the reconciler once the lease runs out.
+                log.error("generator: a server is unavailable while handling %s: %s", message.key(), exc)
+                return
             log.exception("generator: dead-lettering message %s", message.key())
-            await db.in_thread(services.message_dead_letter)(
+            await db.patiently(
+                services.message_dead_letter,
                 source_topic=message.topic(),
                 key=(message.key() or b"").decode(errors="replace"),
                 value=message.value() or b"",

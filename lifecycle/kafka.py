@@ -88,6 +88,23 @@ def ensure_topics(*, timeout: float = 10.0, partitions: int | None = None) -> No
                 raise
 
 
+def ensure_topics_when_available(stop) -> bool:
+    """:func:`ensure_topics`, tried again with backoff while the broker is away (a process starting during
+    a broker outage waits for it instead of exiting). Returns ``False`` if ``stop`` came first."""
+    from orchestrator.outages import Outage
+
+    outage = Outage("Kafka (creating topics)", log)
+    while not stop.requested:
+        try:
+            ensure_topics(timeout=5)
+        except KafkaException as exc:
+            stop.wait(outage.failed(exc))
+            continue
+        outage.ok()
+        return True
+    return False
+
+
 def ping(*, timeout: float = 2.0) -> None:
     """Raise unless the broker answers a metadata request."""
     admin_client().list_topics(timeout=timeout)

@@ -10,7 +10,10 @@ import redis
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
+from orchestrator.outages import Outage
+
 log = logging.getLogger(__name__)
+_outage = Outage("rate limit: Redis (allowing requests meanwhile)", log)
 
 
 @functools.cache
@@ -34,8 +37,9 @@ class ProjectRateThrottle(BaseThrottle):
             count, _ = pipe.execute()
         except redis.RedisError as exc:
             # Failing open: a Redis outage must not take the API down with it.
-            log.warning("rate limit unavailable, allowing request: %s", exc)
+            _outage.failed(exc)
             return True
+        _outage.ok()
         self._retry_after = 1.0 - (time.time() - window)
         return count <= limit
 

@@ -1,15 +1,77 @@
 """The Celery app: webhook delivery attempts and the periodic sweeps (reconciler, retention)."""
 
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, Task
+from celery.beat import PersistentScheduler
 from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 
-app = Celery("orchestrator")
+log = logging.getLogger("orchestrator.celery")
+
+
+class RidesOutOutages(Task):
+    """A task that meets a server away (PostgreSQL restarting, Redis failing over) is not a failure to
+    log with a traceback each time: the outage is logged once, a sweep simply runs again at its next beat,
+    and a delivery attempt is tried again after a backoff (its row is the durable part either way)."""
+
+    _outage = None
+
+    def __call__(self, *args, **kwargs):
+        from orchestrator.outages import Outage, transient
+
+        if RidesOutOutages._outage is None:
+            RidesOutOutages._outage = Outage("worker: a server", log)
+        try:
+            result = super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if not transient(exc) or self.request.called_directly:
+                raise
+            delay = RidesOutOutages._outage.failed(exc)
+            if self.name in RETRIED_DURING_OUTAGES:
+                raise self.retry(countdown=delay, max_retries=None) from exc
+            return None
+        RidesOutOutages._outage.ok()
+        return result
+
+
+# Tasks that carry one piece of work (not a sweep, which runs again by itself at its next beat).
+RETRIED_DURING_OUTAGES = {"webhooks.tasks.attempt_delivery"}
+
+app = Celery("orchestrator", task_cls=RidesOutOutages)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class Scheduler(PersistentScheduler):
+    """Beat's scheduler, logging a broker outage once (and its end) instead of a stack trace for every task
+    it could not send meanwhile; the next beat of each sweep sends it again."""
+
+    _outage = None
+
+    def apply_entry(self, entry, producer=None):
+        from orchestrator.outages import Outage, transient
+
+        if Scheduler._outage is None:
+            Scheduler._outage = Outage("beat: the broker (Redis)", log)
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except Exception as exc:
+            cause = exc.__context__ or exc
+            if transient(cause) or isinstance(cause, kombu_errors()):
+                Scheduler._outage.failed(cause)
+            else:
+                log.exception("beat: could not send %s", entry.name)
+            return
+        Scheduler._outage.ok()
+
+
+def kombu_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    return (KombuOperationalError,)
 
 
 @task_prerun.connect

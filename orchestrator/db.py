@@ -3,12 +3,18 @@ locks) and ORM calls from asyncio code."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Iterator
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+
+from orchestrator.outages import Outage
+
+log = logging.getLogger(__name__)
 
 # Django's own parameters include its cursor class and adapters, which only suit its sync connection.
 _DJANGO_ONLY = {"cursor_factory", "context", "prepare_threshold", "client_encoding"}
@@ -20,8 +26,45 @@ def connection_params() -> dict:
 
 def in_thread(fn):
     """``fn`` made awaitable, run on a worker thread with its own connection, so many calls from one event
-    loop (the generator's concurrent generations) run side by side."""
-    return sync_to_async(fn, thread_sensitive=False)
+    loop (the generator's concurrent generations) run side by side.
+
+    A thread whose call failed on a broken connection (PostgreSQL restarted or failed over) drops that
+    connection, so its next call opens a new one: these threads live as long as the process and never pass
+    through Django's request cycle, which is what closes broken connections elsewhere."""
+
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            drop_broken_connection()
+            raise
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+_outage = Outage("PostgreSQL", log)
+
+
+async def patiently(fn, /, *args, **kwargs):
+    """``await in_thread(fn)(...)``, and while PostgreSQL is away (restarting, failing over), wait and try
+    again instead of failing: the caller keeps the work it holds until the database is back. Only for
+    calls that are safe to repeat (every service guards its state, so a repeat is a no-op)."""
+    call = in_thread(fn)
+    while True:
+        try:
+            result = await call(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            await asyncio.sleep(_outage.failed(exc))
+            continue
+        _outage.ok()
+        return result
+
+
+def drop_broken_connection() -> None:
+    """Close this thread's connection if it no longer works (it is opened again on next use)."""
+    if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 @contextlib.contextmanager

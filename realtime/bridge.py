@@ -1,6 +1,12 @@
 """The bridge: a consumer group on ``lifecycle.events`` forwarding each event to the channel-layer groups of
 the sockets that may see it. Routing uses the identity in the message headers, which only our own outbox
-writes, never anything a client sent."""
+writes, never anything a client sent.
+
+Offsets: each event's offset is stored once it is handed to the channel layer, and what is stored is
+committed after every batch, so a restart or a deploy resumes where the bridge stopped instead of
+replaying the topic. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the event in
+hand and goes on when it is back: lag builds meanwhile, and sockets catch up from the database anyway.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,12 @@ from datetime import UTC, datetime
 import orjson
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
 from orchestrator import logs, metrics
+from orchestrator.outages import Outage, kafka_outage, transient
 from orchestrator.process import GracefulExit
 from realtime.consumers import FINAL_EVENTS, final_outcome, outcome_in
 from realtime.groups import lifecycle_group, subscriber_group
@@ -48,6 +55,8 @@ class Bridge:
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
         self.forwarded = 0
+        self.broker = Outage("bridge: Kafka", log)
+        self.layer_outage = Outage("bridge: channel layer (Redis) or PostgreSQL", log)
 
     async def _kafka(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
@@ -56,19 +65,56 @@ class Bridge:
         await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
         while not self.stop.requested:
             messages = await self._kafka(kafka.consume_available, self.consumer, 500, 0.1)
+            handed_on = 0
             for message in messages:
                 if message.error():
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("bridge: consume error: %s", message.error())
+                    self._consume_error(message.error())
                     continue
-                await self.forward(message)
-            if messages:
+                self.broker.ok()
+                if not await self._forward_patiently(message):
+                    break  # stopping: what was not handed on is not stored, so the next bridge sends it
+                await self._kafka(self.consumer.store_offsets, message)
+                handed_on += 1
+            if handed_on:
                 # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the
-                # database on reconnect), so commit after the batch is handed to the channel layer.
-                await self._kafka(lambda: self.consumer.commit(asynchronous=True))
+                # database on reconnect), so commit once the batch is handed to the channel layer.
+                await self._kafka(self._commit)
+        await self._kafka(self._commit)
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
         return self.forwarded
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing stored since the last commit
+                self.broker.failed(exc)
+
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if kafka_outage(error):
+            self.broker.failed(error.str())
+        else:
+            log.warning("bridge: consume error: %s", error)
+
+    async def _forward_patiently(self, message: Message) -> bool:
+        """Forward ``message``, waiting out an outage of Redis or PostgreSQL. ``False`` if stopped first."""
+        while True:
+            try:
+                await self.forward(message)
+            except Exception as exc:
+                if not transient(exc):
+                    # No server is away: a bug or an event no socket can take. Skip it rather than stop.
+                    log.exception("bridge: could not forward the event at %s/%s", message.partition(), message.offset())
+                    return True
+                await asyncio.sleep(self.layer_outage.failed(exc))
+                if self.stop.requested:
+                    return False
+                continue
+            self.layer_outage.ok()
+            return True
 
     async def _outcome(self, event: dict, group: str) -> dict:
         """A final event's outcome for the lifecycle's own group (subscriber streams carry no result): from

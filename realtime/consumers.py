@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -37,10 +38,12 @@ from lifecycle import selectors
 from lifecycle.models import Lifecycle
 from lifecycle.states import TERMINAL
 from orchestrator import metrics
+from orchestrator.outages import Outage, transient
 from realtime import limits, tokens
 from realtime.groups import lifecycle_group, subscriber_group
 
 log = logging.getLogger(__name__)
+_outage = Outage("realtime: PostgreSQL or Redis (opening sockets)", log)
 
 
 def in_db_thread(fn):
@@ -53,6 +56,7 @@ def in_db_thread(fn):
 FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
 MAX_MESSAGE = 4096  # characters: a ping is 16
 
 
@@ -274,8 +278,14 @@ class LifecycleConsumer(_CountedSocket):
             since = 0
         # Join the group before reading: whatever commits from now on also comes through the group. One
         # trip to the database for the lifecycle (which also authorises a subscriber's token) and its events.
-        await self.join(lifecycle_group(lifecycle_id))
-        lifecycle, events = await in_db_thread(_opening)(lifecycle_id, since)
+        try:
+            await self.join(lifecycle_group(lifecycle_id))
+            lifecycle, events = await in_db_thread(_opening)(lifecycle_id, since)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            await self._try_again_later(exc)
+            return
         allowed = lifecycle is not None and scope.allows(
             project_id=str(lifecycle.project_id),
             lifecycle_id=str(lifecycle.id),
@@ -299,6 +309,15 @@ class LifecycleConsumer(_CountedSocket):
             # Already over and the client had seen the end: the snapshot says it all.
             await self.close(code=CLOSE_NORMAL)
             self.finished = True
+
+    async def _try_again_later(self, exc: BaseException) -> None:
+        """PostgreSQL or Redis is away: accept and close at once with 1013 (try again later), which clients
+        answer by reconnecting with backoff and ``since=`` (a refused handshake would read as a bad token)."""
+        _outage.failed(exc)
+        with contextlib.suppress(Exception):
+            await self.leave()
+        await self.accept()
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
 
     async def disconnect(self, code: int) -> None:
         if self.counted_socket:

@@ -3,8 +3,10 @@
 
 Each request's last user message is JSON naming a scenario and, per model, the answers to give in turn:
 ``{"scenario": "s1", "steps": {"m1": ["429:1", "ok"]}, "reply": "hi"}``. Steps: ``ok`` (answer ``reply``),
-``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``garbage`` (not
-JSON). The last step repeats. ``GET /calls`` reports how many calls each scenario/model had.
+``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``trickle:<seconds>``
+(stream the reply's words spread over that long: a model slower than any lease, yet never silent for
+long enough to time out), ``garbage`` (not JSON). The last step repeats. ``GET /calls`` reports how many
+calls each scenario/model had.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ lock = threading.Lock()
 
 
 class Handler(JsonHandler):
-    def _stream(self, model: str, reply: str) -> None:
+    def _stream(self, model: str, reply: str, gap_s: float = 0.02) -> None:
         """Server-sent events, a word per chunk, then usage and [DONE], as the Chat Completions API streams."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -37,7 +39,7 @@ class Handler(JsonHandler):
             }
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
-            time.sleep(0.02)
+            time.sleep(gap_s)
         usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(words)}}
         self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         self.close_connection = True
@@ -74,6 +76,9 @@ class Handler(JsonHandler):
                 "system_seen": request.get("system", ""),
             }
             self._send(200, json.dumps(body).encode())
+        elif kind == "trickle":
+            words = script.get("reply", "hi").split(" ")
+            self._stream(model, script.get("reply", "hi"), gap_s=float(arg) / len(words))
         elif kind == "ok" and request.get("stream"):
             self._stream(model, script.get("reply", "hi"))
         elif kind == "ok":

@@ -18,6 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, concurrency: int, **options) -> str:
         stop = GracefulExit()
-        kafka.ensure_topics()
+        if not kafka.ensure_topics_when_available(stop):
+            return "stopped before the broker answered"
         handled = asyncio.run(Generator(concurrency=concurrency, stop=stop).run())
         return f"generator: handled {handled} requests"

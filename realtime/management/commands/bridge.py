@@ -14,6 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> str:
         stop = GracefulExit()
-        kafka.ensure_topics()
+        if not kafka.ensure_topics_when_available(stop):
+            return "stopped before the broker answered"
         forwarded = asyncio.run(Bridge(stop=stop).run())
         return f"bridge: forwarded {forwarded} events"

@@ -1,0 +1,65 @@
+"""A generation longer than its lease runs once: the lease is renewed while it runs, and outcomes are fenced
+by the claim that holds it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from lifecycle import services
+from lifecycle.models import Lifecycle
+from lifecycle.states import ErrorCode
+from tests.lifecycle.factories import lifecycle_with_lost_request
+from tests.lifecycle.helpers import create, scripted, timeline, wait_status
+
+
+@pytest.mark.stack
+@pytest.mark.django_db(transaction=True)
+def test_a_generation_longer_than_its_lease_is_called_once_at_the_provider(api, fake_openai):
+    scenario = uuid.uuid4().hex
+    # Streamed over three leases' time (the suite's lease is 6 s), never silent long enough to time out.
+    slow_s = 3 * settings.GENERATION_LEASE_S
+    reply = " ".join(f"word{i}" for i in range(slow_s))
+    prompt = scripted(scenario, {"slow-model": [f"trickle:{slow_s}"]}, reply=reply)
+
+    lifecycle = create(api, {"model": "openai/slow-model", "prompt": prompt, "params": {"stream": True}})
+    final = wait_status(api, lifecycle["id"], timeout=slow_s + 30)
+
+    assert final["status"] == "completed", final
+    assert final["output"] == reply
+    assert httpx.get(f"{fake_openai}/calls").json()[f"{scenario}/slow-model"] == 1
+    names = [e["event"] for e in timeline(api, lifecycle["id"])]
+    assert "generation.reclaimed" not in names
+    assert names.count("lifecycle.generating") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_lost_its_lease_can_neither_fail_nor_complete_the_generation(project_key):
+    project, _ = project_key
+    lifecycle = lifecycle_with_lost_request(project)
+    stale = services.generation_claim(lifecycle_id=lifecycle.id)
+    # The stale worker was cut off past its lease, and another worker reclaimed the generation.
+    Lifecycle.objects.filter(id=lifecycle.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    live = services.generation_claim(lifecycle_id=lifecycle.id)
+    assert live is not None and live.attempts != stale.attempts
+
+    assert services.generation_leases_renew(held={str(lifecycle.id): stale.attempts}) == set()
+    failed = services.generation_fail(
+        lifecycle_id=lifecycle.id, lease=stale.attempts, code=ErrorCode.GENERATION_FAILED, message="stale"
+    )
+    late = services.generation_succeed(
+        lifecycle_id=lifecycle.id, output="stale", usage=None, model_used="echo/test", lease=stale.attempts
+    )
+    assert failed is None and late is None
+    assert services.generation_leases_renew(held={str(lifecycle.id): live.attempts}) == {str(lifecycle.id)}
+    done = services.generation_succeed(
+        lifecycle_id=lifecycle.id, output="live", usage=None, model_used="echo/test", lease=live.attempts
+    )
+
+    assert done is not None and done.status == "completed"
+    assert Lifecycle.objects.get(id=lifecycle.id).result == "live"
