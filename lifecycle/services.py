@@ -333,7 +333,11 @@ def _idempotent_match(project: Project, key: str, fingerprint: str) -> Lifecycle
 
 def generation_claim(*, lifecycle_id) -> Lifecycle | None:
     """Claim a lifecycle for generation: ``pending`` → ``generating`` with a lease. A lifecycle already
-    generating under an expired lease (its worker died) is claimed again. Anything else: ``None``."""
+    generating under an expired lease (its worker died) is claimed again. Anything else: ``None``.
+
+    The claim's ``attempts`` is its fencing token: the holder renews the lease with it
+    (:func:`generation_leases_renew`) and records the outcome with it (:func:`generation_succeed`,
+    :func:`generation_fail`); a reclaim increments it, so a worker that lost its lease can change nothing."""
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
     claimed = transition(lifecycle_id=lifecycle_id, to=Status.GENERATING, fields={"lease_expires_at": lease})
     if claimed is not None:
@@ -351,18 +355,50 @@ def generation_claim(*, lifecycle_id) -> Lifecycle | None:
         return lifecycle
 
 
+def generation_leases_renew(*, held: dict[str, int]) -> set[str]:
+    """Extend the leases of the generations a worker holds (lifecycle id → fencing token), in one statement.
+    Returns the ids renewed; any other was cancelled, finished, or reclaimed by another worker after this
+    one's lease ran out, and its generation should be abandoned."""
+    if not held:
+        return set()
+    lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE lifecycle_lifecycle AS l SET lease_expires_at = %s "
+            "FROM unnest(%s::uuid[], %s::int[]) AS held(id, attempts) "
+            "WHERE l.id = held.id AND l.attempts = held.attempts AND l.status = %s RETURNING l.id",
+            [lease, [uuid.UUID(i) for i in held], list(held.values()), Status.GENERATING.value],
+        )
+        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _holds_lease(lifecycle: Lifecycle, lease: int | None) -> bool:
+    return lease is None or (lifecycle.status == Status.GENERATING and lifecycle.attempts == lease)
+
+
 def generation_succeed(
-    *, lifecycle_id, output: Any, usage: dict[str, Any] | None, model_used: str, attempt: Step | None = None
+    *,
+    lifecycle_id,
+    output: Any,
+    usage: dict[str, Any] | None,
+    model_used: str,
+    attempt: Step | None = None,
+    lease: int | None = None,
 ) -> Lifecycle | None:
     """Store a generation's output and move on, recording the provider ``attempt`` that produced it in the
-    same transaction. A late result (the lifecycle was cancelled, or another worker finished first) changes
-    nothing but the attempt's record."""
+    same transaction. A late result (the lifecycle was cancelled, another worker finished first, or holds
+    the lease now: ``lease`` is the claim's fencing token) changes nothing but the attempt's record."""
     fields = {"output": output, "usage": usage, "model_used": model_used, "lease_expires_at": None}
     payload = {"model": model_used, "usage": usage}
     steps = (attempt,) if attempt else ()
     with transaction.atomic():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
+            return None
+        if not _holds_lease(lifecycle, lease):
+            if steps:
+                _record(lifecycle, *steps)
+                lifecycle.save(update_fields=["last_seq", "updated_at"])
             return None
         if lifecycle.delivery.get("mode") in (None, delivery.DIRECT):
             # No backend step: the output is the result.
@@ -395,6 +431,30 @@ def delivery_succeeded(*, lifecycle_id, callback_deadline=None, attempt: Step | 
             only_from=delivering,
             payload={"deadline": callback_deadline.isoformat() if callback_deadline else None},
             fields={"lease_expires_at": callback_deadline},
+            steps=steps,
+        )
+
+
+def delivery_failed(
+    *, lifecycle_id, code: ErrorCode, message: str, details: Any = None, attempt: Step | None = None
+) -> Lifecycle | None:
+    """The delivery of the lifecycle's result is over without reaching the backend (exhausted, aborted by
+    the receiver, its endpoint disabled or deleted): fail the lifecycle, with the last ``attempt`` recorded
+    before the failure in the same transaction. A lifecycle that has moved on (an operator's resend of a
+    finished one) only gets the attempt recorded."""
+    error = {"code": code.value, "message": message, "step": "webhook"}
+    if details is not None:
+        error["details"] = details
+    steps = (attempt,) if attempt else ()
+    with transaction.atomic():
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None:
+            return None
+        return _move(
+            lifecycle,
+            to=Status.FAILED,
+            payload={"error": error},
+            fields={"error": error, "lease_expires_at": None},
             steps=steps,
         )
 
@@ -439,6 +499,26 @@ def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, de
         payload={"error": error},
         fields={"error": error, "lease_expires_at": None},
     )
+
+
+def generation_fail(
+    *, lifecycle_id, lease: int, code: ErrorCode, message: str, details: Any = None
+) -> Lifecycle | None:
+    """Fail a generation, if the caller still holds its lease (``lease``: the claim's fencing token): a
+    worker that lost its lease must not fail what the live one may yet complete."""
+    error = {"code": code.value, "message": message, "step": "generation"}
+    if details is not None:
+        error["details"] = details
+    with transaction.atomic():
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None or not _holds_lease(lifecycle, lease):
+            return None
+        return _move(
+            lifecycle,
+            to=Status.FAILED,
+            payload={"error": error},
+            fields={"error": error, "lease_expires_at": None},
+        )
 
 
 CANCEL_CHANNEL = "lifecycle_cancelled"
