@@ -93,6 +93,8 @@ class Lifecycle(models.Model):
                 name="lifecycle_generation_lease",
                 condition=Q(status__in=["pending", "generating"]),
             ),
+            # The stranded-delivery sweep scans only lifecycles in delivering.
+            models.Index(fields=["delivering_at"], name="lifecycle_delivering", condition=Q(status="delivering")),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "orchestrator.middleware.LogContextMiddleware",
     "orchestrator.middleware.BodySizeLimitMiddleware",
+    "orchestrator.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -189,12 +190,16 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("deliveries"))
 CELERY_TASK_ROUTES = {"webhooks.tasks.attempt_delivery": {"queue": "deliveries"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers and beat ride out a Redis outage of any length: they reconnect with backoff and never give up.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BEAT_SCHEDULER = "orchestrator.celery:Scheduler"
 # Keep Django's LOGGING (JSON lines with lifecycle context) in the workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-stuck-lifecycles": {
         "task": "lifecycle.tasks.reconcile_stuck",
-        "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
+        "schedule": RECONCILE_INTERVAL_S,
     },
     "queue-due-deliveries": {
         "task": "webhooks.tasks.queue_due_deliveries",
@@ -202,9 +207,13 @@ CELERY_BEAT_SCHEDULE = {
     },
     "prune-timelines": {"task": "lifecycle.tasks.prune_timelines", "schedule": 3600.0},
     "prune-deliveries": {"task": "webhooks.tasks.prune_deliveries", "schedule": 3600.0},
+    "end-stranded-lifecycles": {
+        "task": "webhooks.tasks.end_stranded_lifecycles",
+        "schedule": RECONCILE_INTERVAL_S,
+    },
     "expire-callbacks": {
         "task": "webhooks.tasks.expire_callbacks",
-        "schedule": env.float("RECONCILE_INTERVAL_S", default=10.0),
+        "schedule": RECONCILE_INTERVAL_S,
     },
 }
 

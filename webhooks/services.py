@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from lifecycle import delivery as delivery_routing
@@ -258,19 +258,24 @@ def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
     metrics.WEBHOOK_ATTEMPTS.labels(status_class=metrics.status_class(result.status_code, result.outcome)).inc()
     if result.outcome == "succeeded":
         _succeeded(delivery, now, result)
-        log.info("webhook attempt %d to %s: %s", delivery.attempt_count, endpoint.url, result.outcome)
-        return result.outcome
-    _record_attempt(delivery, now, result)
-    if result.outcome == "aborted":
+    elif result.outcome == "aborted":
         _finish_failed(
-            delivery, DeliveryStatus.ABORTED, "The receiver asked us to stop (webhook-delivery: abort-message)."
+            delivery,
+            now,
+            result,
+            DeliveryStatus.ABORTED,
+            "The receiver asked us to stop (webhook-delivery: abort-message).",
         )
     elif not endpoint.enabled or delivery.schedule_position >= len(delivery.schedule):
         _finish_failed(
-            delivery, DeliveryStatus.EXHAUSTED, f"Webhook delivery failed after {delivery.attempt_count} attempts."
+            delivery,
+            now,
+            result,
+            DeliveryStatus.EXHAUSTED,
+            f"Webhook delivery failed after {delivery.attempt_count} attempts.",
         )
     else:
-        _retry_later(delivery, result)
+        _retry_later(delivery, now, result)
     log.info("webhook attempt %d to %s: %s", delivery.attempt_count, endpoint.url, result.outcome)
     return result.outcome
 
@@ -305,12 +310,13 @@ def _attempt_step(delivery: Delivery, result: sender.AttemptResult) -> lifecycle
 
 
 def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
-    """A failed (or refused, or aborted) attempt: its row, and its step on the lifecycle's timeline."""
-    _attempt_row(delivery, started_at, result).save(force_insert=True)
+    """A failed (or refused, or aborted) attempt that the schedule retries: its step on the lifecycle's
+    timeline (the lifecycle's row locked first, as every transition does) and its row."""
     step = _attempt_step(delivery, result)
     lifecycle_services.record_event(
         lifecycle_id=delivery.lifecycle_id, event=step.event, payload=step.payload, duration_ms=step.duration_ms
     )
+    _attempt_row(delivery, started_at, result).save(force_insert=True)
 
 
 def _succeeded(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
@@ -332,30 +338,39 @@ def _succeeded(delivery: Delivery, started_at: datetime, result: sender.AttemptR
             WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(failing_since=None)
 
 
-def _finish_failed(delivery: Delivery, status: DeliveryStatus, message: str) -> None:
-    Delivery.objects.filter(id=delivery.id).update(status=status, lease_expires_at=None, last_error=message)
-    _note_endpoint_failure(delivery.endpoint_id, message)
-    lifecycle_services.lifecycle_fail(
-        lifecycle_id=delivery.lifecycle_id,
-        code=ErrorCode.WEBHOOK_EXHAUSTED,
-        message=message,
-        step="webhook",
-        details={"delivery_id": str(delivery.id), "attempts": delivery.attempt_count},
-    )
+def _finish_failed(
+    delivery: Delivery, started_at: datetime, result: sender.AttemptResult, status: DeliveryStatus, message: str
+) -> None:
+    """The last attempt failed: in one transaction, the lifecycle fails with the attempt on its timeline
+    (its row locked first), the attempt is recorded and the delivery is final, so neither can be left
+    without the other."""
+    with transaction.atomic():
+        lifecycle_services.delivery_failed(
+            lifecycle_id=delivery.lifecycle_id,
+            code=ErrorCode.WEBHOOK_EXHAUSTED,
+            message=message,
+            details={"delivery_id": str(delivery.id), "attempts": delivery.attempt_count},
+            attempt=_attempt_step(delivery, result),
+        )
+        _attempt_row(delivery, started_at, result).save(force_insert=True)
+        Delivery.objects.filter(id=delivery.id).update(status=status, lease_expires_at=None, last_error=message)
+        _note_endpoint_failure(delivery.endpoint_id, message)
 
 
-def _retry_later(delivery: Delivery, result: sender.AttemptResult) -> None:
+def _retry_later(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
     delay = delivery.schedule[delivery.schedule_position]
     error = result.error or f"HTTP {result.status_code}"
-    Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
-        status=DeliveryStatus.PENDING,
-        schedule_position=F("schedule_position") + 1,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        lease_expires_at=None,
-        enqueued_at=None,
-        last_error=error[:1000],
-    )
-    _note_endpoint_failure(delivery.endpoint_id, error)
+    with transaction.atomic():
+        _record_attempt(delivery, started_at, result)
+        Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.PENDING,
+            schedule_position=F("schedule_position") + 1,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            lease_expires_at=None,
+            enqueued_at=None,
+            last_error=error[:1000],
+        )
+        _note_endpoint_failure(delivery.endpoint_id, error)
 
 
 def _note_endpoint_failure(endpoint_id, error: str) -> None:
@@ -368,6 +383,25 @@ def _note_endpoint_failure(endpoint_id, error: str) -> None:
         disabled_at=now,
         disabled_reason=f"failing for over {settings.WEBHOOK_DISABLE_AFTER_S} s; last error: {error}"[:500],
     )
+
+
+def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Delete an endpoint and (by cascade) its deliveries. A lifecycle whose result was still on its way to
+    it fails in the same transaction, saying so, instead of waiting in ``delivering`` for good."""
+    with transaction.atomic():
+        waiting = Delivery.objects.filter(
+            endpoint=endpoint,
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING],
+            lifecycle__status=Status.DELIVERING,
+        ).values_list("lifecycle_id", "id")
+        for lifecycle_id, delivery_id in list(waiting):
+            lifecycle_services.delivery_failed(
+                lifecycle_id=lifecycle_id,
+                code=ErrorCode.WEBHOOK_EXHAUSTED,
+                message="The webhook endpoint was deleted before the result was delivered.",
+                details={"delivery_id": str(delivery_id), "reason": "endpoint_deleted"},
+            )
+        endpoint.delete()
 
 
 def delivery_resend(*, delivery: Delivery) -> Delivery:
@@ -407,6 +441,47 @@ def deliveries_queue_due(*, limit: int = 1000) -> int:
         for delivery_id in due:
             _queue_attempt(delivery_id)
     return len(due)
+
+
+STRANDED_AFTER_S = 10
+
+
+def lifecycles_end_stranded(*, limit: int = 500) -> int:
+    """End lifecycles left in ``delivering`` with no delivery under way: whatever slipped past the
+    transactions that move them (a delivery deleted by hand, a failure between two writes in an older
+    version). A delivery that succeeded moves its lifecycle on; anything else fails it, with the reason on
+    the timeline. (A delivery is created in the transaction that moves its lifecycle to ``delivering``, so
+    a missing one is never a delivery about to be made; the grace is for clocks and older versions.)"""
+    grace = timedelta(seconds=STRANDED_AFTER_S)
+    under_way = Delivery.objects.filter(
+        lifecycle=OuterRef("pk"), status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+    )
+    stranded = list(
+        Lifecycle.objects.filter(status=Status.DELIVERING, delivering_at__lt=timezone.now() - grace)
+        .exclude(Exists(under_way))
+        .values_list("id", flat=True)[:limit]
+    )
+    ended = 0
+    for lifecycle_id in stranded:
+        last = Delivery.objects.filter(lifecycle_id=lifecycle_id).order_by("-created_at").first()
+        if last is not None and last.status == DeliveryStatus.SUCCEEDED:
+            timeout_s = last.lifecycle.delivery.get("callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S)
+            moved = lifecycle_services.delivery_succeeded(
+                lifecycle_id=lifecycle_id,
+                callback_deadline=(last.delivered_at or timezone.now()) + timedelta(seconds=timeout_s),
+            )
+        else:
+            reason = "no_delivery" if last is None else f"delivery_{last.status}"
+            moved = lifecycle_services.delivery_failed(
+                lifecycle_id=lifecycle_id,
+                code=ErrorCode.WEBHOOK_EXHAUSTED,
+                message="The result could not be delivered to the backend.",
+                details={"reason": reason, "delivery_id": str(last.id) if last else None, "swept": True},
+            )
+        if moved is not None:
+            ended += 1
+            log.warning("webhooks: ended lifecycle %s stranded in delivering (%s)", lifecycle_id, moved.status)
+    return ended
 
 
 def _broker_queue_empty() -> bool:

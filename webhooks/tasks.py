@@ -21,6 +21,11 @@ def queue_due_deliveries() -> int:
     return services.deliveries_queue_due()
 
 
+@shared_task(name="webhooks.tasks.end_stranded_lifecycles")
+def end_stranded_lifecycles() -> int:
+    return services.lifecycles_end_stranded()
+
+
 @shared_task(name="webhooks.tasks.expire_callbacks")
 def expire_callbacks() -> int:
     return lifecycle_services.lifecycles_expire_callbacks()

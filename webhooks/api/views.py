@@ -79,7 +79,7 @@ class EndpointDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, endpoint_id) -> Response:
-        _endpoint_or_404(request, endpoint_id).delete()
+        services.endpoint_delete(endpoint=_endpoint_or_404(request, endpoint_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
