@@ -3,29 +3,41 @@
 One relay publishes at a time (it holds a Postgres advisory lock); others wait as hot standbys, so order
 per lifecycle is kept without any lock service. A commit wakes the relay through LISTEN/NOTIFY; a timeout
 poll catches anything a missed notification left behind.
+
+An outage of PostgreSQL or of the broker stops the publishing, never the process (:func:`serve`): the lock
+goes with a lost connection, so after reconnecting the relay competes for leadership again before it
+publishes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
 import psycopg
 from confluent_kafka import KafkaError, Producer
-from django.db import transaction
+from django.db import DatabaseError as DjangoDatabaseError
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from lifecycle import kafka
 from lifecycle.models import OutboxMessage
 from lifecycle.outbox import NOTIFY_CHANNEL
 from orchestrator import db
+from orchestrator.outages import Outage, transient
+from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_ID = 0x0B0C5  # any constant shared by all relays
 BATCH_SIZE = 500
+FLUSH_TIMEOUT_S = 10  # a broker that takes longer is treated as away: the batch is rolled back, tried again
+IDLE_POLL_S = 1.0
+PRUNE_EVERY_S = 300
 
 
 class DeliveryFailed(Exception):
@@ -65,7 +77,7 @@ class Relay:
 
             for message in batch:
                 self._produce(message, on_delivery)
-            remaining = self.producer.flush(30)
+            remaining = self.producer.flush(FLUSH_TIMEOUT_S)
             if remaining or errors:
                 raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
             OutboxMessage.objects.filter(id__in=[m.id for m in batch]).update(published_at=timezone.now())
@@ -92,6 +104,23 @@ def prune_published(*, older_than_s: int = 3600) -> int:
     return deleted
 
 
+def outbox_republish_recent(*, within_s: float, finished_within_s: float = 10) -> int:
+    """Mark for publishing again the outbox rows of the last ``within_s`` seconds that are about lifecycles
+    still under way (or just finished): after a broker lost its log (the embedded one restarted, a cluster
+    restored from an old backup), whatever it had not handed on yet goes out again. Consumers are idempotent,
+    so what they had already handled is a no-op; the relay publishes in id order, so order per lifecycle
+    holds. Returns how many rows."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE lifecycle_outboxmessage AS o SET published_at = NULL FROM lifecycle_lifecycle AS l "
+            "WHERE o.published_at > now() - make_interval(secs => %s) AND o.key = l.id::text "
+            "AND (l.status NOT IN ('completed', 'failed', 'cancelled') "
+            "OR l.finished_at > now() - make_interval(secs => %s))",
+            [within_s, finished_within_s],
+        )
+        return cursor.rowcount
+
+
 def control_connection() -> psycopg.Connection:
     """The relay's own autocommit connection: it holds the leader lock for the life of the process (the
     lock goes with it if the process dies) and LISTENs for outbox commits."""
@@ -107,3 +136,88 @@ def try_become_leader(conn: psycopg.Connection) -> bool:
 def wait_for_notify(conn: psycopg.Connection, timeout: float) -> None:
     for _ in conn.notifies(timeout=timeout, stop_after=1):
         pass
+
+
+class LeadershipLost(Exception):
+    """The control connection broke, and the leader lock with it."""
+
+
+def serve(stop: GracefulExit) -> int:
+    """Run the relay until ``stop``: lead (or stand by), publish, and ride out outages. Returns how many
+    messages it published.
+
+    1. Connect the control connection and take the leader lock, or stand by until it is free.
+    2. Publish batches while there are any; otherwise wait for a commit's NOTIFY.
+    3. A publish that fails is rolled back and tried again after a backoff. If the control connection is
+       gone, so is the lock: go back to 1 before publishing again.
+    """
+    relay = Relay.create()  # one producer for the life of the process: it reconnects by itself
+    database, broker = Outage("relay: PostgreSQL", log), Outage("relay: Kafka", log)
+    published = 0
+    kafka.ensure_topics_when_available(stop)
+    while not stop.requested:
+        control = None
+        try:
+            control = control_connection()
+            database.ok()
+            standing_by = False
+            while not try_become_leader(control):
+                if not standing_by:
+                    log.info("relay: another relay is leader; standing by")
+                    standing_by = True
+                if stop.wait(2.0):
+                    return published
+            log.info("relay: leader, publishing")
+            published += _lead(relay, control, stop, database, broker)
+        except (psycopg.Error, LeadershipLost) as exc:
+            stop.wait(database.failed(exc))
+        finally:
+            if control is not None:
+                with contextlib.suppress(Exception):
+                    control.close()
+    relay.producer.flush(FLUSH_TIMEOUT_S)
+    return published
+
+
+def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, database: Outage, broker: Outage) -> int:
+    published, last_prune = 0, time.monotonic()
+    while not stop.requested:
+        try:
+            sent = relay.publish_pending()
+        except Exception as exc:
+            close_old_connections()
+            if not _alive(control):
+                raise LeadershipLost(str(exc)) from exc
+            if not transient(exc) and not isinstance(exc, DeliveryFailed):
+                log.exception("relay: publish failed; retrying")
+            outage = broker if isinstance(exc, DeliveryFailed) else database
+            stop.wait(outage.failed(exc))
+            if outage is broker:
+                # A broker that restarted empty has lost its topics too.
+                with contextlib.suppress(Exception):
+                    kafka.ensure_topics(timeout=2)
+            continue
+        database.ok()
+        broker.ok()
+        published += sent
+        if sent == 0:
+            try:
+                wait_for_notify(control, IDLE_POLL_S)
+            except psycopg.Error as exc:
+                raise LeadershipLost(str(exc)) from exc
+        if time.monotonic() - last_prune > PRUNE_EVERY_S:
+            with contextlib.suppress(*TRANSIENT_DB):
+                prune_published()
+            last_prune = time.monotonic()
+    return published
+
+
+TRANSIENT_DB = (psycopg.Error, DjangoDatabaseError)
+
+
+def _alive(control: psycopg.Connection) -> bool:
+    try:
+        control.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

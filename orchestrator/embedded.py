@@ -330,7 +330,9 @@ class PostgresServer(_Server):
             "-c shared_buffers=128MB",
         ]
         if self.ephemeral:
-            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            # Commits still wait for the WAL write (not its fsync): the fault run restarts PostgreSQL with
+            # -m immediate, which would lose acknowledged commits under synchronous_commit=off.
+            options += ["-c fsync=off", "-c full_page_writes=off"]
         result = self._pg_ctl(
             "-w", "-t", "60", "-l", str(self.log_path), "-o", " ".join(options), "start", run_as=run_as, timeout=90
         )
@@ -349,8 +351,19 @@ class PostgresServer(_Server):
     def stop(self) -> None:
         if not (self.data_dir / "PG_VERSION").exists():
             return
-        run_as = {"user": PG_SYSTEM_USER} if os.geteuid() == 0 else {}
-        self._pg_ctl("stop", "-m", "fast", "-w", run_as=run_as)
+        self._pg_ctl("stop", "-m", "fast", "-w", run_as=self._run_as_user())
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m fast|immediate``: every connection is cut; ``immediate`` skips the checkpoint,
+        as a crash would, so the server recovers from its WAL on the way up. For the fault run."""
+        result = self._pg_ctl(
+            "restart", "-m", mode, "-w", "-t", "60", "-l", str(self.log_path), run_as=self._run_as_user(), timeout=90
+        )
+        if result.returncode != 0:
+            raise EmbeddedServerError(f"postgres failed to restart: {result.stderr.strip()}; see {self.log_path}")
+
+    def _run_as_user(self) -> dict:
+        return {"user": PG_SYSTEM_USER} if os.geteuid() == 0 else {}
 
     def healthy(self) -> bool:
         import psycopg

@@ -2,7 +2,8 @@
 
 1. Start the embedded PostgreSQL, Redis and Kafka for each URL not set in the environment.
 2. Migrate, and create the demo project on first run (its key is kept in the state folder).
-3. Run every process of the Procfile, with their output multiplexed here.
+3. Run every process of the Procfile, with their output multiplexed here; one that exits is restarted with
+   backoff (:mod:`orchestrator.supervisor`), the rest keep running.
 4. Print the API key and URLs once the web and realtime processes are ready.
 5. On Ctrl-C or SIGTERM stop the processes, then the servers.
 """
@@ -21,12 +22,15 @@ import urllib.request
 from pathlib import Path
 
 from honcho.environ import parse_procfile
-from honcho.manager import Manager
-from honcho.printer import Printer
 
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, running, unconfigured
+from orchestrator.supervisor import Supervisor
 
 DEMO_PROJECT_FILE = "demo-project.json"
+# The embedded broker keeps its log in memory and spends more CPU per message as it grows (docs/embedded.md).
+BROKER_MAX_MESSAGES = int(os.environ.get("EMBEDDED_KAFKA_MAX_MESSAGES", "20000"))
+BROKER_CHECK_S = 30
+REPUBLISH_S = 60
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
@@ -49,6 +53,32 @@ def _demo_project(env: dict[str, str], state_dir: Path) -> dict:
     path.write_text(json.dumps(demo))
     path.chmod(0o600)
     return demo
+
+
+def bound_broker_log(stack: EmbeddedStack, env: dict[str, str], stop: threading.Event) -> None:
+    """Keep the embedded broker's log bounded: once it has taken ``BROKER_MAX_MESSAGES`` messages since it
+    started, restart it empty and have the relay publish again the recent messages of lifecycles still under
+    way (``manage.py republishrecent``). Every process rides out the restart in place; consumers are
+    idempotent, so what they had handled already is a no-op. Runs until ``stop``."""
+    import psycopg
+
+    broker = stack.server("kafka")
+    since = time.time()
+    while not stop.wait(BROKER_CHECK_S):
+        try:
+            with psycopg.connect(env["DATABASE_URL"], connect_timeout=5) as conn:
+                (published,) = conn.execute(
+                    "SELECT count(*) FROM lifecycle_outboxmessage WHERE published_at > to_timestamp(%s)", [since]
+                ).fetchone()
+            if published < BROKER_MAX_MESSAGES:
+                continue
+            print(f"-- the embedded broker took {published} messages: restarting it empty to bound its log", flush=True)
+            broker.stop()
+            broker.start()
+            since = time.time()
+            print(f"-- {_manage(env, 'republishrecent', '--seconds', str(REPUBLISH_S)).strip()}", flush=True)
+        except Exception as exc:  # the database away, a slow restart: try again next time
+            print(f"-- bounding the broker's log failed this time: {exc}", flush=True)
 
 
 def _ready(port: int) -> bool:
@@ -130,13 +160,14 @@ def main() -> int:
         ports = {"web": port, "realtime": realtime_port}
         threading.Thread(target=_announce_when_ready, args=(ports, demo, base_url, ws_url), daemon=True).start()
 
-        manager = Manager(Printer(sys.stdout))
-        procfile = parse_procfile((PROJECT_DIR / "Procfile").read_text())
-        for name, command in procfile.processes.items():
-            manager.add_process(name, command, env=env, cwd=str(PROJECT_DIR))
-        manager.loop()
+        supervisor = Supervisor(env=env, cwd=PROJECT_DIR)
+        for name, command in parse_procfile((PROJECT_DIR / "Procfile").read_text()).processes.items():
+            supervisor.add(name, command)
+        if stack.kafka:
+            threading.Thread(target=bound_broker_log, args=(stack, env, supervisor.stopping), daemon=True).start()
+        code = supervisor.run()
         print("processes stopped; stopping the embedded servers ...", flush=True)
-    return manager.returncode or 0
+    return code
 
 
 if __name__ == "__main__":
