@@ -1,17 +1,32 @@
-"""A fake OpenAI-compatible model for benchmarks: answers every Chat Completions request after a fixed
-latency, with as many requests in flight as arrive (asyncio, one coroutine per connection).
+"""A fake OpenAI-compatible model for benchmarks and the fault run: answers every Chat Completions request
+after a fixed latency, with as many requests in flight as arrive (asyncio, one coroutine per connection).
 
-    python -m bench.fake_llm PORT LATENCY_MS
+    python -m bench.fake_llm PORT LATENCY_MS [SLOW_MS]
+
+A request whose last message contains ``[slow]`` takes ``SLOW_MS`` instead (a model slower than the
+generation lease, for the fault run). ``GET /calls`` answers, for each prompt, the ``[start, end]`` of every
+call made with it (seconds on this process's clock; ``end`` is when the answer went out or the caller hung
+up), so a run can tell a lifecycle generated twice at once from one generated again after its worker died.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import time
+from collections import defaultdict
+
+SLOW_MARK = "[slow]"
+calls: dict[str, list[list[float | None]]] = defaultdict(list)
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency_s: float) -> None:
+def _response(status: str, body: bytes) -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency_s: float, slow_s: float) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -21,7 +36,25 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             body = json.loads(await reader.readexactly(length)) if length else {}
-            await asyncio.sleep(latency_s)
+            if head.startswith(b"GET /calls"):
+                writer.write(_response("200 OK", json.dumps(calls).encode()))
+                await writer.drain()
+                continue
+            messages = body.get("messages") or [{}]
+            prompt = str(messages[-1].get("content", ""))
+            call = [time.monotonic(), None]
+            calls[prompt].append(call)
+            # The caller hanging up (its process killed) ends the call, as it would end a real model's work.
+            hung_up = asyncio.ensure_future(reader.read(1))
+            done, _ = await asyncio.wait(
+                [hung_up], timeout=slow_s if SLOW_MARK in prompt else latency_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            call[1] = time.monotonic()
+            if done:
+                return
+            hung_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hung_up
             answer = json.dumps(
                 {
                     "id": "chatcmpl-bench",
@@ -31,12 +64,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
                     "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
                 }
             ).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                + str(len(answer)).encode()
-                + b"\r\n\r\n"
-                + answer
-            )
+            writer.write(_response("200 OK", answer))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -44,11 +72,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
         writer.close()
 
 
-async def main(port: int, latency_ms: float) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, latency_ms / 1000), "127.0.0.1", port, backlog=4096)
+async def main(port: int, latency_ms: float, slow_ms: float) -> None:
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, latency_ms / 1000, slow_ms / 1000), "127.0.0.1", port, backlog=4096
+    )
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
+    port, latency = int(sys.argv[1]), float(sys.argv[2])
+    asyncio.run(main(port, latency, float(sys.argv[3]) if len(sys.argv) > 3 else latency))

@@ -1,5 +1,6 @@
-"""The fault run (bench/chaos.py), smaller: 300 lifecycles while every process, the Kafka broker and Redis
-are crashed and restarted in turn, against a customer backend that fails one attempt in five."""
+"""The fault run (bench/chaos.py), smaller: 300 lifecycles while every process is crashed and restarted in
+turn, and PostgreSQL, the Kafka broker and Redis are restarted under the running processes, against a
+customer backend that fails one attempt in five, with sockets following lifecycles through it all."""
 
 from __future__ import annotations
 
@@ -31,5 +32,9 @@ def test_a_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path):
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ledger: balanced: 300 lifecycles, every one completed" in run.stdout, run.stdout
-    for fault in ("web", "generator", "kafka", "relay", "worker", "redis", "bridge", "beat"):
+    assert "no process exited unless killed, none generated twice at once" in run.stdout, run.stdout
+    assert "30 of 30 followed sockets got their final event" in run.stdout, run.stdout
+    for fault in ("web", "realtime", "generator", "kafka", "relay", "worker", "redis", "bridge", "beat"):
         assert f"fault: {fault} killed and back" in run.stdout, run.stdout
+    for mode in ("fast", "immediate"):
+        assert f"fault: postgres-{mode} restarted in place" in run.stdout, run.stdout
