@@ -48,6 +48,7 @@ class DeliveryFailed(Exception):
 class Relay:
     producer: Producer
     batch_size: int = BATCH_SIZE
+    published: int = 0
 
     @classmethod
     def create(cls) -> Relay:
@@ -81,7 +82,8 @@ class Relay:
             if remaining or errors:
                 raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
             OutboxMessage.objects.filter(id__in=[m.id for m in batch]).update(published_at=timezone.now())
-            return len(batch)
+        self.published += len(batch)
+        return len(batch)
 
     def _produce(self, message: OutboxMessage, on_delivery) -> None:
         while True:
@@ -153,7 +155,6 @@ def serve(stop: GracefulExit) -> int:
     """
     relay = Relay.create()  # one producer for the life of the process: it reconnects by itself
     database, broker = Outage("relay: PostgreSQL", log), Outage("relay: Kafka", log)
-    published = 0
     kafka.ensure_topics_when_available(stop)
     while not stop.requested:
         control = None
@@ -166,9 +167,9 @@ def serve(stop: GracefulExit) -> int:
                     log.info("relay: another relay is leader; standing by")
                     standing_by = True
                 if stop.wait(2.0):
-                    return published
+                    return relay.published
             log.info("relay: leader, publishing")
-            published += _lead(relay, control, stop, database, broker)
+            _lead(relay, control, stop, database, broker)
         except (psycopg.Error, LeadershipLost) as exc:
             stop.wait(database.failed(exc))
         finally:
@@ -176,11 +177,11 @@ def serve(stop: GracefulExit) -> int:
                 with contextlib.suppress(Exception):
                     control.close()
     relay.producer.flush(FLUSH_TIMEOUT_S)
-    return published
+    return relay.published
 
 
-def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, database: Outage, broker: Outage) -> int:
-    published, last_prune = 0, time.monotonic()
+def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, database: Outage, broker: Outage) -> None:
+    last_prune = time.monotonic()
     while not stop.requested:
         try:
             sent = relay.publish_pending()
@@ -199,7 +200,6 @@ def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, databas
             continue
         database.ok()
         broker.ok()
-        published += sent
         if sent == 0:
             try:
                 wait_for_notify(control, IDLE_POLL_S)
@@ -209,7 +209,6 @@ def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, databas
             with contextlib.suppress(*TRANSIENT_DB):
                 prune_published()
             last_prune = time.monotonic()
-    return published
 
 
 TRANSIENT_DB = (psycopg.Error, DjangoDatabaseError)

@@ -131,15 +131,24 @@ class Supervisor:
             _signal_group(proc.process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in running:
-            try:
-                code = proc.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            # The shell may go first: wait for its whole group, which finishes the work it holds.
+            while _group_alive(proc.process) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(proc.process):
                 self.say(proc.name, f"still running after {STOP_GRACE_S:.0f} s; killing it", "31")
                 _signal_group(proc.process, signal.SIGKILL)
-                code = proc.process.wait()
-            self.say(proc.name, f"stopped (code {code})", proc.colour)
+            self.say(proc.name, f"stopped (code {proc.process.wait()})", proc.colour)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reap the shell if it has exited, so its group can empty
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
