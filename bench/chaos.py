@@ -52,7 +52,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.environment import PRODUCTION_ON_LOOPBACK, answers
+from bench.environment import PRODUCTION_ON_LOOPBACK, answers, service_stack
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
 from realtime.client import Created, LifecycleClient
@@ -156,8 +156,9 @@ def drive(base_url: str, api_key: str, run: Run, total: int, rate: float) -> Non
             pool.submit(one, n)
 
 
-def inject(name: str, stack: ServiceProcesses, servers: EmbeddedStack, run: Run) -> None:
-    """One fault, and the restart after it; records how long the part was gone."""
+def inject(name: str, stack: ServiceProcesses, servers: EmbeddedStack, run: Run, down_s: float | None) -> None:
+    """One fault, and the restart after it; records how long the part was gone. With ``down_s`` a
+    dependency stays away that long (PostgreSQL stopped rather than restarted)."""
     started = time.monotonic()
     if name in PROCESSES:
         with run.lock:
@@ -167,23 +168,27 @@ def inject(name: str, stack: ServiceProcesses, servers: EmbeddedStack, run: Run)
         stack.start(name)
         with run.lock:
             run.killing.discard(name)
-    elif name.startswith("postgres-"):
+    elif name.startswith("postgres-") and down_s is None:
         servers.server("postgres").restart(mode=name.removeprefix("postgres-"))
+    elif name.startswith("postgres-"):
+        servers.server("postgres").stop()
+        time.sleep(down_s)
+        servers.server("postgres").start()
     elif name == "kafka":
         broker = servers.server("kafka")
         broker.process.kill()  # the broker keeps its log in memory: it comes back empty
         broker.process.wait()
         broker.process = None
-        time.sleep(1)
+        time.sleep(1 if down_s is None else down_s)
         broker.start()
     elif name == "redis":
         redis = servers.server("redis")
         redis.stop()
-        time.sleep(3)
+        time.sleep(3 if down_s is None else down_s)
         redis.start()
     run.faults.append({"fault": name, "at_s": round(started - run_started, 1),
                        "down_s": round(time.monotonic() - started, 1)})  # fmt: skip
-    what = "restarted in place" if name.startswith("postgres-") else "killed and back"
+    what = "restarted in place" if name.startswith("postgres-") and down_s is None else "killed and back"
     print(f"  fault: {name} {what} after {time.monotonic() - started:.1f}s", flush=True)
 
 
@@ -255,13 +260,15 @@ def overlapping_calls(calls: dict[str, list[list[float]]]) -> tuple[list[str], i
 run_started = 0.0
 
 
-def faults_during(duration_s: float, stack, servers, run: Run, faults: list[str]) -> threading.Thread:
+def faults_during(
+    duration_s: float, stack, servers, run: Run, faults: list[str], down_s: float | None
+) -> threading.Thread:
     def go() -> None:
         gap = duration_s / (len(faults) + 1)
         for i, name in enumerate(faults, start=1):
             time.sleep(max(0.0, run_started + i * gap - time.monotonic()))
             try:
-                inject(name, stack, servers, run)
+                inject(name, stack, servers, run, down_s)
             except Exception as exc:  # a part that does not come back voids the run
                 run.errors.append(f"{name} did not come back: {exc!r}")
                 return
@@ -402,6 +409,8 @@ def main() -> int:
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--settle", type=float, default=240, help="seconds allowed after the load to finish")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--down-s", type=float, default=None,
+                        help="keep each dependency away this long (PostgreSQL stopped, not restarted)")  # fmt: skip
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="scratch folder, emptied first")
     args = parser.parse_args()
     random.seed(args.seed)
@@ -416,12 +425,7 @@ def main() -> int:
         llm_port, backend_port = free_port(), free_port()
         env = {**servers.environ(), **SETTINGS,
                "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}", "OPENAI_API_KEY": "chaos"}  # fmt: skip
-        stack = ServiceProcesses.create(log_dir=logs, **env)
-        manage = {"cwd": PROJECT_DIR, "env": stack.env, "check": True}
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], **manage)
-        created = subprocess.run([sys.executable, "manage.py", "createproject", "chaos"], **manage,
-                                 capture_output=True, text=True)  # fmt: skip
-        api_key = json.loads(created.stdout)["api_key"]
+        stack, api_key = service_stack(logs, "chaos", **env)
         helpers = [
             _helper(logs / "fake_llm.log", "bench.fake_llm", str(llm_port), "300", str(SLOW_MS)),
             _helper(logs / "customer_backend.log", "tests.fakes.customer_backend", str(backend_port)),
@@ -443,7 +447,7 @@ def main() -> int:
             loaded = threading.Event()
             watcher = watch_exits(stack, run, loaded)
             sockets = follow_sockets(stack.base_url, api_key, run, loaded)
-            injector = faults_during(duration, stack, servers, run, faults)
+            injector = faults_during(duration, stack, servers, run, faults, args.down_s)
             drive(stack.base_url, api_key, run, args.lifecycles, args.rate)
             injector.join()
             load_s = time.monotonic() - run_started

@@ -22,3 +22,22 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def service_stack(log_dir, project: str, **settings: str):
+    """The Procfile processes' environment over servers already running (``settings`` carry their URLs), the
+    database migrated and a project created: returns the (not yet started) processes and the project's API
+    key."""
+    import json
+    import subprocess
+    import sys
+
+    from orchestrator.embedded import PROJECT_DIR
+    from tests.processes import ServiceProcesses
+
+    stack = ServiceProcesses.create(log_dir=log_dir, **settings)
+    manage = {"cwd": PROJECT_DIR, "env": stack.env, "check": True}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], **manage)
+    created = subprocess.run([sys.executable, "manage.py", "createproject", project], **manage,
+                             capture_output=True, text=True)  # fmt: skip
+    return stack, json.loads(created.stdout)["api_key"]

@@ -33,7 +33,7 @@ import psutil
 import psycopg
 
 from bench.cpu import processes
-from bench.environment import PRODUCTION_ON_LOOPBACK, answers
+from bench.environment import PRODUCTION_ON_LOOPBACK, answers, service_stack
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
 from orchestrator.run import bound_broker_log
@@ -168,12 +168,7 @@ def main() -> int:
         llm_port, backend_port = free_port(), free_port()
         env = {**servers.environ(), **PRODUCTION_ON_LOOPBACK, "RATE_LIMIT_PER_S": "100000",
                "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}", "OPENAI_API_KEY": "soak"}  # fmt: skip
-        stack = ServiceProcesses.create(log_dir=logs, **env)
-        manage = {"cwd": PROJECT_DIR, "env": stack.env, "check": True}
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], **manage)
-        created = subprocess.run([sys.executable, "manage.py", "createproject", "soak"], **manage,
-                                 capture_output=True, text=True)  # fmt: skip
-        api_key = json.loads(created.stdout)["api_key"]
+        stack, api_key = service_stack(logs, "soak", **env)
         helpers = [
             subprocess.Popen([sys.executable, "-m", module, *argv], cwd=PROJECT_DIR)
             for module, argv in (("bench.fake_llm", [str(llm_port), "50"]),

@@ -30,14 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import orjson
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
 from orchestrator import db, logs, telemetry
-from orchestrator.outages import Outage, kafka_outage, transient
+from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Generator:
                 messages = await self._kafka(kafka.consume_available, self.consumer, min(room, 500), 0.1)
                 for message in messages:
                     if message.error():
-                        self._consume_error(message.error())
+                        kafka.note_consume_error(message.error(), self.broker, "generator")
                         continue
                     self.broker.ok()
                     self._start(message, next(client_for))
@@ -197,14 +197,6 @@ class Generator:
 
         task.add_done_callback(done)
 
-    def _consume_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        if kafka_outage(error):
-            self.broker.failed(error.str())
-        else:
-            log.warning("generator: consume error: %s", error)
-
     def _abandon(self, lifecycle_id: str, reason: str) -> None:
         held = self.running.get(lifecycle_id)
         if held is not None:
@@ -229,8 +221,8 @@ class Generator:
                 await asyncio.sleep(1)
 
     async def _renew_leases(self) -> None:
-        """Keep the leases of every generation in flight, in one statement each round; abandon those whose
-        lease is gone (another worker reclaimed it while this one could not renew)."""
+        """Keep the leases of every generation in flight, in one statement each round; abandon those another
+        worker reclaimed (this one could not renew in time: the database or this process stalled)."""
         every = max(0.5, settings.GENERATION_LEASE_S / 3)
         while True:
             await asyncio.sleep(every)
@@ -238,15 +230,14 @@ class Generator:
             if not held:
                 continue
             try:
-                renewed = await db.in_thread(services.generation_leases_renew)(held=held)
+                lost = await db.in_thread(services.generation_leases_renew)(held=held)
             except (OperationalError, InterfaceError) as exc:
                 self.database.failed(exc)  # tried again next round; the lease runs on meanwhile
                 continue
             self.database.ok()
-            for lifecycle_id in held.keys() - renewed:
-                if lifecycle_id in self.running:
-                    log.warning("generator: lost the lease of %s; abandoning its generation", lifecycle_id)
-                    self._abandon(lifecycle_id, "lease lost")
+            for lifecycle_id in lost:
+                log.warning("generator: another worker reclaimed %s; abandoning its generation here", lifecycle_id)
+                self._abandon(lifecycle_id, "lease lost to another worker")
 
     async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
         headers = kafka.decode_headers(message.headers())

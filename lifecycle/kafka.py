@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
@@ -57,6 +57,19 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
     if first is None:
         return []
     return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
+def note_consume_error(error: KafkaError, outage, who: str) -> None:
+    """What a consumer does with an error ``poll`` handed it: an end of partition is nothing, a broker away
+    is the consumer's ``outage`` (logged once; librdkafka reconnects by itself), anything else a warning."""
+    from orchestrator.outages import kafka_outage
+
+    if error.code() == KafkaError._PARTITION_EOF:
+        return
+    if kafka_outage(error):
+        outage.failed(error.str())
+    else:
+        log.warning("%s: consume error: %s", who, error)
 
 
 def admin_client() -> AdminClient:

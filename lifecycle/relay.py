@@ -80,6 +80,10 @@ class Relay:
                 self._produce(message, on_delivery)
             remaining = self.producer.flush(FLUSH_TIMEOUT_S)
             if remaining or errors:
+                # What never left this process is dropped, or every retry during a long outage would queue
+                # another copy of the batch; what was in flight may still land (once: idempotent producer).
+                self.producer.purge(in_queue=True, in_flight=False)
+                self.producer.poll(0)
                 raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
             OutboxMessage.objects.filter(id__in=[m.id for m in batch]).update(published_at=timezone.now())
         self.published += len(batch)

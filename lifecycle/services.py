@@ -356,11 +356,23 @@ def generation_claim(*, lifecycle_id) -> Lifecycle | None:
 
 
 def generation_leases_renew(*, held: dict[str, int]) -> set[str]:
-    """Extend the leases of the generations a worker holds (lifecycle id → fencing token), in one statement.
-    Returns the ids renewed; any other was cancelled, finished, or reclaimed by another worker after this
-    one's lease ran out, and its generation should be abandoned."""
+    """Extend the leases of the generations a worker holds (lifecycle id → fencing token), in one statement,
+    and return the ids that another worker reclaimed meanwhile (this one was cut off past its lease): their
+    generations should be abandoned. (One that finished or was cancelled meanwhile is neither.)"""
     if not held:
         return set()
+    renewed = _renew(held)
+    if len(renewed) == len(held):
+        return set()
+    rows = Lifecycle.objects.filter(id__in=[uuid.UUID(i) for i in held.keys() - renewed], status=Status.GENERATING)
+    return {
+        str(lifecycle_id)
+        for lifecycle_id, attempts in rows.values_list("id", "attempts")
+        if attempts != held[str(lifecycle_id)]
+    }
+
+
+def _renew(held: dict[str, int]) -> set[str]:
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -442,21 +454,11 @@ def delivery_failed(
     the receiver, its endpoint disabled or deleted): fail the lifecycle, with the last ``attempt`` recorded
     before the failure in the same transaction. A lifecycle that has moved on (an operator's resend of a
     finished one) only gets the attempt recorded."""
-    error = {"code": code.value, "message": message, "step": "webhook"}
-    if details is not None:
-        error["details"] = details
-    steps = (attempt,) if attempt else ()
     with transaction.atomic():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
             return None
-        return _move(
-            lifecycle,
-            to=Status.FAILED,
-            payload={"error": error},
-            fields={"error": error, "lease_expires_at": None},
-            steps=steps,
-        )
+        return _fail(lifecycle, _error(code, message, "webhook", details), steps=(attempt,) if attempt else ())
 
 
 def callback_complete(*, lifecycle_id, data: Any) -> Lifecycle | None:
@@ -489,16 +491,23 @@ def lifecycles_expire_callbacks(*, limit: int = 500) -> int:
     return failed
 
 
-def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, details: Any = None) -> Lifecycle | None:
+def _error(code: ErrorCode, message: str, step: str, details: Any = None) -> dict[str, Any]:
     error = {"code": code.value, "message": message, "step": step}
     if details is not None:
         error["details"] = details
-    return transition(
-        lifecycle_id=lifecycle_id,
-        to=Status.FAILED,
-        payload={"error": error},
-        fields={"error": error, "lease_expires_at": None},
-    )
+    return error
+
+
+def _fail(lifecycle: Lifecycle, error: dict[str, Any], steps: tuple[Step, ...] = ()) -> Lifecycle | None:
+    """Fail a lifecycle this transaction holds locked, with ``error`` on it and on its timeline."""
+    fields = {"error": error, "lease_expires_at": None}
+    return _move(lifecycle, to=Status.FAILED, payload={"error": error}, fields=fields, steps=steps)
+
+
+def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, details: Any = None) -> Lifecycle | None:
+    with transaction.atomic():
+        lifecycle = _locked(lifecycle_id)
+        return None if lifecycle is None else _fail(lifecycle, _error(code, message, step, details))
 
 
 def generation_fail(
@@ -506,19 +515,11 @@ def generation_fail(
 ) -> Lifecycle | None:
     """Fail a generation, if the caller still holds its lease (``lease``: the claim's fencing token): a
     worker that lost its lease must not fail what the live one may yet complete."""
-    error = {"code": code.value, "message": message, "step": "generation"}
-    if details is not None:
-        error["details"] = details
     with transaction.atomic():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None or not _holds_lease(lifecycle, lease):
             return None
-        return _move(
-            lifecycle,
-            to=Status.FAILED,
-            payload={"error": error},
-            fields={"error": error, "lease_expires_at": None},
-        )
+        return _fail(lifecycle, _error(code, message, "generation", details))
 
 
 CANCEL_CHANNEL = "lifecycle_cancelled"

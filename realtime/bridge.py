@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
 from orchestrator import logs, metrics
-from orchestrator.outages import Outage, kafka_outage, transient
+from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 from realtime.consumers import FINAL_EVENTS, final_outcome, outcome_in
 from realtime.groups import lifecycle_group, subscriber_group
@@ -68,7 +68,7 @@ class Bridge:
             handed_on = 0
             for message in messages:
                 if message.error():
-                    self._consume_error(message.error())
+                    kafka.note_consume_error(message.error(), self.broker, "bridge")
                     continue
                 self.broker.ok()
                 if not await self._forward_patiently(message):
@@ -90,14 +90,6 @@ class Bridge:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing stored since the last commit
                 self.broker.failed(exc)
-
-    def _consume_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        if kafka_outage(error):
-            self.broker.failed(error.str())
-        else:
-            log.warning("bridge: consume error: %s", error)
 
     async def _forward_patiently(self, message: Message) -> bool:
         """Forward ``message``, waiting out an outage of Redis or PostgreSQL. ``False`` if stopped first."""

@@ -48,7 +48,7 @@ def test_a_worker_that_lost_its_lease_can_neither_fail_nor_complete_the_generati
     live = services.generation_claim(lifecycle_id=lifecycle.id)
     assert live is not None and live.attempts != stale.attempts
 
-    assert services.generation_leases_renew(held={str(lifecycle.id): stale.attempts}) == set()
+    assert services.generation_leases_renew(held={str(lifecycle.id): stale.attempts}) == {str(lifecycle.id)}
     failed = services.generation_fail(
         lifecycle_id=lifecycle.id, lease=stale.attempts, code=ErrorCode.GENERATION_FAILED, message="stale"
     )
@@ -56,7 +56,7 @@ def test_a_worker_that_lost_its_lease_can_neither_fail_nor_complete_the_generati
         lifecycle_id=lifecycle.id, output="stale", usage=None, model_used="echo/test", lease=stale.attempts
     )
     assert failed is None and late is None
-    assert services.generation_leases_renew(held={str(lifecycle.id): live.attempts}) == {str(lifecycle.id)}
+    assert services.generation_leases_renew(held={str(lifecycle.id): live.attempts}) == set()
     done = services.generation_succeed(
         lifecycle_id=lifecycle.id, output="live", usage=None, model_used="echo/test", lease=live.attempts
     )
