@@ -64,13 +64,14 @@ async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
     outcome is recorded only while this claim (``lifecycle.attempts``, its fencing token) holds the lease."""
     stream = DeltaStream(str(lifecycle.id)) if lifecycle.params.get("stream") else None
     try:
-        await _generate(lifecycle, client=client, on_delta=stream.add if stream else None)
+        await _generate(lifecycle, client=client, stream=stream)
     finally:
         if stream is not None:
             await stream.close()
 
 
-async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta) -> None:
+async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: DeltaStream | None) -> None:
+    on_delta = stream.add if stream else None
     last_error = "no model was tried"
     # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
     all_refused = True
@@ -97,6 +98,8 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, on_delta
                 await asyncio.sleep(backoff_s(attempt, exc.retry_after))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
+            if stream is not None:
+                await stream.close()  # the last delta goes out before the result can reach any socket
             step = _attempt(model, attempt, latency_ms, usage=generation.usage, http_status=generation.http_status)
             try:
                 output = parse_output(generation.text, lifecycle.response_format)

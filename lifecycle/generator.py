@@ -32,7 +32,6 @@ import orjson
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
 from lifecycle import generation, kafka, services
 from lifecycle.outbox import TOPIC_REQUESTS
@@ -114,7 +113,6 @@ class Generator:
         self.running: dict[str, tuple[asyncio.Task, int]] = {}
         self.abandoned: dict[str, str] = {}  # lifecycle id → why its generation was cancelled
         self.broker = Outage("generator: Kafka", log)
-        self.database = Outage("generator: PostgreSQL (leases)", log)
         self.paused = False
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
@@ -229,12 +227,9 @@ class Generator:
             held = {lifecycle_id: token for lifecycle_id, (_, token) in self.running.items()}
             if not held:
                 continue
-            try:
-                lost = await db.in_thread(services.generation_leases_renew)(held=held)
-            except (OperationalError, InterfaceError) as exc:
-                self.database.failed(exc)  # tried again next round; the lease runs on meanwhile
-                continue
-            self.database.ok()
+            # Tried again at once on another connection, not next round: after PostgreSQL restarted, each
+            # database thread finds its connection broken once, and the leases must not run out meanwhile.
+            lost = await db.patiently(services.generation_leases_renew, held=held)
             for lifecycle_id in lost:
                 log.warning("generator: another worker reclaimed %s; abandoning its generation here", lifecycle_id)
                 self._abandon(lifecycle_id, "lease lost to another worker")

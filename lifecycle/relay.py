@@ -80,14 +80,20 @@ class Relay:
                 self._produce(message, on_delivery)
             remaining = self.producer.flush(FLUSH_TIMEOUT_S)
             if remaining or errors:
-                # What never left this process is dropped, or every retry during a long outage would queue
-                # another copy of the batch; what was in flight may still land (once: idempotent producer).
-                self.producer.purge(in_queue=True, in_flight=False)
-                self.producer.poll(0)
+                self._new_producer()
                 raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
             OutboxMessage.objects.filter(id__in=[m.id for m in batch]).update(published_at=timezone.now())
         self.published += len(batch)
         return len(batch)
+
+    def _new_producer(self) -> None:
+        """After a batch the broker did not take: drop this producer with whatever it still holds (or every
+        retry during a long outage would queue another copy of the batch) and start a fresh one. A broker
+        that came back with an empty log (the embedded one restarted) no longer knows the idempotent
+        producer's sequence, and an old producer waits for acknowledgements that never come."""
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.poll(0)
+        self.producer = Producer(kafka.producer_config())
 
     def _produce(self, message: OutboxMessage, on_delivery) -> None:
         while True:
