@@ -73,8 +73,11 @@ class Meter:
         return min(self.samples, key=lambda s: abs(s["t"] - t))
 
 
-def drive(base_url: str, api_key: str, tag: str, rate: float, seconds: float, finals: dict, followed: list) -> None:
-    """Offer lifecycles at ``rate`` for ``seconds``, each followed on its socket to its final event."""
+def drive(
+    base_url: str, api_key: str, tag: str, rate: float, seconds: float, finals: dict, followed: list, stop
+) -> None:
+    """Offer lifecycles at ``rate`` for ``seconds`` (or until ``stop``), each followed on its socket to its
+    final event."""
 
     async def follow(client: LifecycleClient, created: Created) -> None:
         try:
@@ -88,7 +91,7 @@ def drive(base_url: str, api_key: str, tag: str, rate: float, seconds: float, fi
         async with LifecycleClient(base_url, api_key) as client:
             started = time.monotonic()
             n = 0
-            while time.monotonic() - started < seconds:
+            while time.monotonic() - started < seconds and not stop.is_set():
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
                 try:
                     created = await client.create(
@@ -103,7 +106,7 @@ def drive(base_url: str, api_key: str, tag: str, rate: float, seconds: float, fi
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n += 1
-            if tasks:
+            if tasks and not stop.is_set():
                 await asyncio.wait(tasks, timeout=120)
 
     asyncio.run(go())
@@ -191,7 +194,9 @@ def main() -> int:
                   "on each", flush=True)  # fmt: skip
             started = time.monotonic()
             load = threading.Thread(
-                target=drive, args=(stack.base_url, api_key, tag, args.rate, seconds, finals, followed)
+                target=drive,
+                args=(stack.base_url, api_key, tag, args.rate, seconds, finals, followed, stop),
+                daemon=True,
             )
             load.start()
             while load.is_alive():
