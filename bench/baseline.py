@@ -1,10 +1,19 @@
-"""The synchronous design the product replaces, for the side-by-side benchmark: frontend → backend → LLM →
-response, with the request holding a worker for the whole model call. Mounted only when BENCH_BASELINE is
-set (never in production)."""
+"""The designs a user would otherwise write, for the side-by-side benchmarks. Mounted only when
+BENCH_BASELINE is set (never in production).
+
+- :func:`sync_generate`: frontend → backend → LLM → response, the request holding a worker for the whole
+  model call (the burst scenario).
+- :func:`naive_enqueue` + :func:`naive_generate`: the usual asynchronous version, a naive Celery + Redis
+  pipeline in the same Django project: the ``POST`` enqueues a Celery task that calls the model and then
+  posts the result to a webhook. No outbox, no Kafka, no timeline, no sockets, no retries (the cpu
+  scenario's peer: what all that we add costs on top of it).
+"""
 
 from __future__ import annotations
 
 import httpx
+import orjson
+from celery import shared_task
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -25,3 +34,25 @@ def sync_generate(request):
         timeout=settings.PROVIDER_TIMEOUT_S,
     )
     return JsonResponse({"output": response.json()["choices"][0]["message"]["content"]})
+
+
+@csrf_exempt
+@require_POST
+def naive_enqueue(request):
+    key = api_key_authenticate(raw_key=request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
+    if key is None:
+        return JsonResponse({"error": {"code": "unauthenticated"}}, status=401)
+    body = orjson.loads(request.body)
+    naive_generate.delay(body["prompt"], body["webhook_url"])
+    return JsonResponse({"status": "queued"}, status=202)
+
+
+@shared_task(name="bench.naive_generate", ignore_result=True)
+def naive_generate(prompt: str, webhook_url: str) -> None:
+    response = httpx.post(
+        f"{settings.OPENAI_BASE_URL}/chat/completions",
+        json={"model": "bench", "messages": [{"role": "user", "content": prompt}]},
+        timeout=settings.PROVIDER_TIMEOUT_S,
+    )
+    output = response.json()["choices"][0]["message"]["content"]
+    httpx.post(webhook_url, json={"type": "generated", "data": {"output": output}}, timeout=10)

@@ -4,9 +4,11 @@ after a fixed latency, with as many requests in flight as arrive (asyncio, one c
     python -m bench.fake_llm PORT LATENCY_MS [SLOW_MS]
 
 A request whose last message contains ``[slow]`` takes ``SLOW_MS`` instead (a model slower than the
-generation lease, for the fault run). ``GET /calls`` answers, for each prompt, the ``[start, end]`` of every
-call made with it (seconds on this process's clock; ``end`` is when the answer went out or the caller hung
-up), so a run can tell a lifecycle generated twice at once from one generated again after its worker died.
+generation lease, for the fault run), and one with ``[fast]`` answers at once (the cpu scenario, whose
+figure is the orchestration's own cost, beside the bench's 8 s model). ``GET /calls`` answers, for each
+prompt, the ``[start, end]`` of every call made with it (seconds on this process's clock; ``end`` is when
+the answer went out or the caller hung up), so a run can tell a lifecycle generated twice at once from one
+generated again after its worker died.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import time
 from collections import defaultdict
 
-SLOW_MARK = "[slow]"
+SLOW_MARK, FAST_MARK = "[slow]", "[fast]"
 calls: dict[str, list[list[float | None]]] = defaultdict(list)
 
 
@@ -46,9 +48,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
             calls[prompt].append(call)
             # The caller hanging up (its process killed) ends the call, as it would end a real model's work.
             hung_up = asyncio.ensure_future(reader.read(1))
-            done, _ = await asyncio.wait(
-                [hung_up], timeout=slow_s if SLOW_MARK in prompt else latency_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            wait_s = slow_s if SLOW_MARK in prompt else 0.0 if FAST_MARK in prompt else latency_s
+            done, _ = await asyncio.wait([hung_up], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             call[1] = time.monotonic()
             if done:
                 return

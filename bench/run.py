@@ -360,12 +360,15 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
 
 
 def cpu_run(stack: ServiceProcesses, servers: EmbeddedStack, keys: dict[str, str], ledger: Ledger, args) -> dict:
-    """CPU per lifecycle, by process (bench/cpu.py), at a fixed rate the stack keeps up with: direct, then
-    through a webhook to the fast receiver (``delivery.mode: webhook``). The window runs from the first
-    request until every lifecycle of the run is over.
+    """CPU per lifecycle, by process (bench/cpu.py), at a fixed rate the stack keeps up with, each lifecycle
+    watched on its WebSocket to its final message as a frontend would (bench/overhead.py), on a model
+    answering at once over HTTP: direct, then through webhook + callback to a backend that calls back at
+    once. Then, side by side, the naive Celery + Redis pipeline a user would otherwise write
+    (bench/baseline.py: the POST enqueues a task that calls the same model and posts the result to a
+    webhook). The window runs from the first request until every lifecycle of the run is over.
 
-    Side by side, the same stack idle for ``--cpu-seconds``: what each process burns doing nothing (polling
-    Kafka, heartbeats, sweeps) is reported as cores busy, and taken out of the per-lifecycle figures
+    Also side by side, the same stack idle for ``--cpu-seconds``: what each process burns doing nothing
+    (polling Kafka, heartbeats, sweeps) is reported as cores busy, and taken out of the per-lifecycle figures
     (``_net_ms``), which are what one more lifecycle costs."""
     before, started = cpu.cpu_seconds(stack, servers), time.monotonic()
     time.sleep(args.cpu_seconds)
@@ -376,26 +379,67 @@ def cpu_run(stack: ServiceProcesses, servers: EmbeddedStack, keys: dict[str, str
     figures: dict = {"ledger_ok": True, "idle_cores_busy": round(sum(idle.values()), 3)}
     for group, cores in sorted(idle.items(), key=lambda item: -item[1]):
         figures[f"idle_{group}_cores"] = round(cores, 3)
-    for mode, key in keys.items():
-        tag = uuid.uuid4().hex
-        body = {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": mode}, "metadata": {"run": tag}}
+
+    def measure(mode: str, run) -> None:
         before, started = cpu.cpu_seconds(stack, servers), time.monotonic()
-        sent = load("rate", f"{stack.base_url}/v1/lifecycles", key, "--seconds", str(args.cpu_seconds),
-                    "--rate", str(args.cpu_rate), "--concurrency", "256", "--body", json.dumps(body))  # fmt: skip
-        accepted = sent["outcomes"].get("202", 0)
-        counts = ledger.settle(tag, accepted, timeout=300)
+        done, ok = run()
         spent = cpu.per_group(before, cpu.cpu_seconds(stack, servers))
         wall = time.monotonic() - started
         net = {group: seconds - idle.get(group, 0.0) * wall for group, seconds in spent.items()}
-        per = max(accepted, 1) / 1000
-        figures[f"{mode}_lifecycles"] = accepted
+        per = max(done, 1) / 1000
+        figures[f"{mode}_lifecycles"] = done
         figures[f"{mode}_cores_busy"] = round(sum(spent.values()) / wall, 2)
         figures[f"{mode}_total_ms"] = round(sum(spent.values()) / per, 2)
         figures[f"{mode}_net_ms"] = round(sum(net.values()) / per, 2)
         for group, seconds in sorted(net.items(), key=lambda item: -item[1]):
             figures[f"{mode}_{group}_net_ms"] = round(seconds / per, 2)
-        figures["ledger_ok"] &= balanced(sent["ids"], counts, ledger, tag)
+        figures["ledger_ok"] &= ok
+
+    def lifecycles(mode: str):
+        tag = uuid.uuid4().hex
+        body = {"model": "openai/bench", "prompt": f"{FAST} hi", "delivery": {"mode": mode}, "metadata": {"run": tag}}
+        sent = overhead("rate", stack.base_url, keys[mode], "--rate", str(args.cpu_rate),
+                        "--seconds", str(args.cpu_seconds), "--body", json.dumps(body))  # fmt: skip
+        counts = ledger.settle(tag, len(sent["ids"]), timeout=300)
+        figures[f"{mode}_final_message_p50_ms"] = sent["p50_ms"]
+        return len(sent["ids"]), balanced(sent["ids"], counts, ledger, tag) and sent["completed"] == len(sent["ids"])
+
+    def naive():
+        scenario = f"naive-{uuid.uuid4().hex}"
+        body = {"prompt": f"{FAST} hi", "webhook_url": f"{args.backend}/hooks/{scenario}/silent"}
+        sent = load("rate", f"{stack.base_url}/bench/naive-enqueue", keys["direct"], "--seconds",
+                    str(args.cpu_seconds), "--rate", str(args.cpu_rate), "--concurrency", "256",
+                    "--body", json.dumps(body))  # fmt: skip
+        accepted = sent["outcomes"].get("202", 0)
+        delivered = poll_count(f"{args.backend}/received/{scenario}", accepted, timeout=300)
+        return delivered, delivered == accepted
+
+    measure("direct", lambda: lifecycles("direct"))
+    measure("webhook_callback", lambda: lifecycles("webhook_callback"))
+    measure("naive_celery", naive)
+    for mode in ("direct", "webhook_callback"):
+        figures[f"{mode}_to_naive_ratio"] = round(
+            figures[f"{mode}_net_ms"] / max(0.01, figures["naive_celery_net_ms"]), 2
+        )
     return figures
+
+
+FAST = "[fast]"  # the fake model answers at once (bench/fake_llm.py)
+NAIVE_WORKER = "celery -A orchestrator worker -Q naive --loglevel=WARNING --concurrency=4"
+
+
+def poll_count(url: str, expected: int, *, timeout: float) -> int:
+    """How many webhooks the customer backend has received at ``url``, once it has ``expected`` (or at the
+    timeout)."""
+    import httpx
+
+    deadline, received = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        received = len(httpx.get(url, timeout=30).json())
+        if received >= expected:
+            break
+        time.sleep(0.5)
+    return received
 
 
 def sockets_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
@@ -512,8 +556,11 @@ def main() -> int:
 
         gunicorn = start_baseline(baseline_port)
         ledger = Ledger(env["DATABASE_URL"])
+        args.backend = f"http://127.0.0.1:{backend_port}"
         try:
             stack.start(*PROCFILE)
+            # The naive Celery peer's worker (cpu scenario), on its own queue, counted with the stack.
+            stack.run("naive", NAIVE_WORKER)
             baseline = f"http://127.0.0.1:{baseline_port}"
             wait_until(lambda: answers(f"{baseline}/healthz"), timeout=30, what="gunicorn")
             wait_until(lambda: answers(f"http://127.0.0.1:{uvicorn_port}/healthz"), timeout=30, what="uvicorn")
@@ -542,7 +589,7 @@ def main() -> int:
             run_scenario = {
                 "burst": burst,
                 "overhead": lambda: overhead_run(stack.base_url, overhead_key, ledger, args),
-                "cpu": lambda: cpu_run(stack, servers, {"direct": key, "webhook": webhooks_key}, ledger, args),
+                "cpu": lambda: cpu_run(stack, servers, {"direct": key, "webhook_callback": overhead_key}, ledger, args),
                 "flight": lambda: flight_run(stack, stack.base_url, key, ledger, args),
                 "sockets": lambda: sockets_run(stack, key, ledger, args),
                 "webhooks": lambda: webhooks_run(stack, webhooks_key, ledger, args),

@@ -9,9 +9,10 @@ lifecycle goes through webhook + callback, and a WebSocket follows each one to i
 embedded broker's log is kept bounded as ``make dev`` keeps it (``orchestrator.run.bound_broker_log``:
 restarted empty past ``EMBEDDED_KAFKA_MAX_MESSAGES``, recent messages of live lifecycles published again).
 
-Every 10 s it reads the RSS and CPU time of every process (each Procfile process with its children, and the
+Every 10 s it reads the memory (PSS: shared pages split between the processes sharing them) and CPU time
+of every process (each Procfile process with its children, and the
 servers). The verdict compares the last 5 minutes with the first 5 (after a minute of warm-up): CPU per
-lifecycle across the stack, and each process's RSS, each within 20%; and the ledger: every lifecycle
+lifecycle across the stack, and each process's memory, each within 20%; and the ledger: every lifecycle
 completed, every socket got its final event. It prints the figures as JSON and exits non-zero on a miss.
 """
 
@@ -57,17 +58,19 @@ class Meter:
         self.samples: list[dict] = []
 
     def sample(self, completed: int) -> None:
-        rss: dict[str, float] = {}
+        pss: dict[str, float] = {}
         for group, members in processes(self.stack, self.servers).items():
             for process in members:
                 try:
-                    times, memory = process.cpu_times(), process.memory_info()
+                    times, memory = process.cpu_times(), process.memory_full_info()
                 except psutil.NoSuchProcess:
                     continue
                 self.last_cpu[process.pid] = (group, times.user + times.system)
-                rss[group] = rss.get(group, 0.0) + memory.rss / 2**20
+                # PSS, not RSS: PostgreSQL's backends share its buffers, and RSS counts them once per backend
+                # that has touched them, which grows for a while whatever the load.
+                pss[group] = pss.get(group, 0.0) + memory.pss / 2**20
         cpu = sum(seconds for _, seconds in self.last_cpu.values())
-        self.samples.append({"t": time.monotonic(), "cpu_s": cpu, "completed": completed, "rss_mib": rss})
+        self.samples.append({"t": time.monotonic(), "cpu_s": cpu, "completed": completed, "pss_mib": pss})
 
     def at(self, t: float) -> dict:
         return min(self.samples, key=lambda s: abs(s["t"] - t))
@@ -138,18 +141,18 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
     figures = {
         "cpu_ms_per_lifecycle_first": round(cpu_ms(first), 2),
         "cpu_ms_per_lifecycle_last": round(cpu_ms(last), 2),
-        "rss_mib_first": {k: round(v, 1) for k, v in first[1]["rss_mib"].items()},
-        "rss_mib_last": {k: round(v, 1) for k, v in last[1]["rss_mib"].items()},
+        "pss_mib_first": {k: round(v, 1) for k, v in first[1]["pss_mib"].items()},
+        "pss_mib_last": {k: round(v, 1) for k, v in last[1]["pss_mib"].items()},
     }
     failures = []
     ratio = figures["cpu_ms_per_lifecycle_last"] / max(0.001, figures["cpu_ms_per_lifecycle_first"])
     figures["cpu_ratio_last_to_first"] = round(ratio, 3)
     if ratio > TOLERANCE:
         failures.append(f"CPU per lifecycle grew {ratio:.2f}x")
-    for group, mib in figures["rss_mib_last"].items():
-        before = figures["rss_mib_first"].get(group)
+    for group, mib in figures["pss_mib_last"].items():
+        before = figures["pss_mib_first"].get(group)
         if before and mib / before > TOLERANCE:
-            failures.append(f"{group} RSS grew {mib / before:.2f}x ({before:.0f} -> {mib:.0f} MiB)")
+            failures.append(f"{group} memory (PSS) grew {mib / before:.2f}x ({before:.0f} -> {mib:.0f} MiB)")
     return figures, failures
 
 
@@ -204,7 +207,7 @@ def main() -> int:
                 if len(meter.samples) % 30 == 0:
                     last = meter.samples[-1]
                     print(f"  {(last['t'] - started) / 60:.0f} min: {last['completed']} completed, "
-                          f"RSS {sum(last['rss_mib'].values()):.0f} MiB", flush=True)  # fmt: skip
+                          f"PSS {sum(last['pss_mib'].values()):.0f} MiB", flush=True)  # fmt: skip
                 load.join(SAMPLE_S)
             ended = meter.samples[-1]["t"]
             figures, failures = verdict(meter, started, ended)
@@ -225,7 +228,7 @@ def main() -> int:
     if failures:
         print("soak: FAILED\n- " + "\n- ".join(failures) + f"\n(process logs in {logs})")
         return 1
-    print("soak: flat: CPU per lifecycle and every process's RSS within 20% from the first 5 minutes to the last")
+    print("soak: flat: CPU per lifecycle and every process's memory within 20% from the first 5 minutes to the last")
     return 0
 
 

@@ -319,8 +319,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
-# Mounts bench/'s synchronous baseline endpoint; only the benchmark runner sets it.
+# Mounts bench/'s baselines (the synchronous endpoint, the naive Celery pipeline); only the benchmark sets it.
 BENCH_BASELINE = env.bool("BENCH_BASELINE", default=False)
+if BENCH_BASELINE:
+    CELERY_IMPORTS = ("bench.baseline",)
+    CELERY_TASK_ROUTES["bench.naive_generate"] = {"queue": "naive"}
 
 REALTIME_TOKEN_TTL_S = env.int("REALTIME_TOKEN_TTL_S", default=900)
 # Streamed model output is sent to sockets at most this often (coalescing the tokens in between).

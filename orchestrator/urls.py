@@ -29,6 +29,7 @@ handler404 = "orchestrator.errors.not_found"
 handler500 = "orchestrator.errors.server_error"
 
 if settings.BENCH_BASELINE:  # the synchronous baseline of bench/, never in production
-    from bench.baseline import sync_generate
+    from bench.baseline import naive_enqueue, sync_generate
 
     urlpatterns.insert(0, path("bench/sync-generate", sync_generate))
+    urlpatterns.insert(0, path("bench/naive-enqueue", naive_enqueue))

@@ -57,19 +57,23 @@ class ServiceProcesses:
 
     def start(self, *names: str) -> None:
         for name in names:
-            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
             # The Procfile's own command line, run by a shell as honcho runs it.
-            self.procs[name] = subprocess.Popen(  # noqa: S602
-                PROCFILE[name],
-                shell=True,
-                cwd=PROJECT_DIR,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.run(name, PROCFILE[name])
             if name in self.SERVERS:
                 self.wait_ready(name)
+
+    def run(self, name: str, command: str) -> None:
+        """Run ``command`` with the set's environment, as one more of its processes."""
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen(  # noqa: S602
+            command,
+            shell=True,
+            cwd=PROJECT_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     # The processes that listen, and the port each answers /healthz on.
     SERVERS = {"web": "PORT", "realtime": "REALTIME_PORT"}
