@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import orjson
 import psycopg
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from django.db import DatabaseError as DjangoDatabaseError
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -76,9 +76,12 @@ class Relay:
                 if err is not None:
                     errors.append(err)
 
-            for message in batch:
-                self._produce(message, on_delivery)
-            remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+            try:
+                for message in batch:
+                    self._produce(message, on_delivery)
+                remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+            except KafkaException as exc:  # the producer itself failed: an idempotent producer's fatal error
+                remaining, errors = len(batch), [*errors, exc.args[0]]
             if remaining or errors:
                 self._new_producer()
                 raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
@@ -90,7 +93,8 @@ class Relay:
         """After a batch the broker did not take: drop this producer with whatever it still holds (or every
         retry during a long outage would queue another copy of the batch) and start a fresh one. A broker
         that came back with an empty log (the embedded one restarted) no longer knows the idempotent
-        producer's sequence, and an old producer waits for acknowledgements that never come."""
+        producer's sequence: an old producer waits for acknowledgements that never come, or fails for good
+        (librdkafka's fatal error)."""
         self.producer.purge(in_queue=True, in_flight=True)
         self.producer.poll(0)
         self.producer = Producer(kafka.producer_config())
