@@ -504,7 +504,7 @@ def main() -> int:
     parser.add_argument("--webhooks", type=int, default=2000, help="deliveries queued at once (scenario webhooks)")
     parser.add_argument("--sockets", type=int, default=5000, help="sockets open at once (scenario sockets)")
     parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (scenario sockets)")
-    parser.add_argument("--cpu-rate", type=float, default=40, help="lifecycles/s offered (scenario cpu)")
+    parser.add_argument("--cpu-rate", type=float, default=20, help="lifecycles/s offered (scenario cpu)")
     parser.add_argument("--cpu-seconds", type=float, default=15, help="seconds of load per mode (scenario cpu)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every process of the stack, to compare settings run by run")  # fmt: skip
