@@ -6,6 +6,7 @@ import os
 from celery import Celery, Task
 from celery.beat import PersistentScheduler
 from celery.signals import task_postrun, task_prerun
+from celery.worker.consumer import Consumer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 
@@ -66,6 +67,21 @@ class Scheduler(PersistentScheduler):
                 log.exception("beat: could not send %s", entry.name)
             return
         Scheduler._outage.ok()
+
+
+class WorkerConsumer(Consumer):
+    """The worker's consumer, surviving what celery 5.7 does on a lost Redis connection: it closes the broken
+    connection before reconnecting, kombu's Redis channel then restores unacknowledged messages through a
+    connection whose details are already gone, and the ``AttributeError`` that raises (not a connection
+    error, so not ignored) stopped the worker ("Unrecoverable error"). The close is best-effort anyway: the
+    reconnect that follows builds everything anew, and the unacknowledged messages come back by visibility
+    timeout."""
+
+    def on_connection_error_after_connected(self, exc):
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as error:
+            log.warning("worker: closing the lost broker connection failed (%r); reconnecting anyway", error)
 
 
 def kombu_errors() -> tuple[type[BaseException], ...]:

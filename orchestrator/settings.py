@@ -193,6 +193,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers and beat ride out a Redis outage of any length: they reconnect with backoff and never give up.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULER = "orchestrator.celery:Scheduler"
+CELERY_WORKER_CONSUMER = "orchestrator.celery:WorkerConsumer"
 # Keep Django's LOGGING (JSON lines with lifecycle context) in the workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=10.0)

@@ -1,0 +1,60 @@
+"""Every process rides out its dependencies restarting under it: none exits, and work submitted right after
+is served as promptly as before (through webhook + callback, so the worker, beat, Redis and the whole
+pipeline take part)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from django.db import connection
+
+from tests.embedded_servers import embedded_stack
+from tests.lifecycle.helpers import wait_status
+from tests.webhooks.helpers import endpoint
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+
+def restart_redis() -> None:
+    redis = embedded_stack().server("redis")
+    redis.stop()
+    redis.start()
+
+
+def restart_postgres() -> None:
+    embedded_stack().server("postgres").restart(mode="fast")
+    connection.close()  # this test's own connection went with it
+
+
+def submit(api, prompt: str, patience_s: float = 20) -> dict:
+    """POST as a client would: a 503 while a server is away is tried again."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            response = api.post("/v1/lifecycles", json={"model": "echo/x", "prompt": prompt})
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 202:
+            return response.json()
+        assert time.monotonic() < deadline, response.text if response is not None else "no answer"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("restart", [restart_redis, restart_postgres], ids=["redis", "postgresql"])
+def test_every_process_rides_out_a_dependency_restart(api, stack, customer_backend, restart):
+    endpoint(api, customer_backend, "data")
+    before = wait_status(api, submit(api, "before")["id"])
+    assert before["status"] == "completed", before
+
+    for n in range(2):  # twice: a process that only survives the first is no better
+        restart()
+        started = time.monotonic()
+        after = wait_status(api, submit(api, f"after {n}")["id"], timeout=30)
+        assert after["status"] == "completed", after
+        assert after["result"] == {"enriched": f"AFTER {n}", "lifecycle_id": after["id"]}
+        assert time.monotonic() - started < 20  # served by the processes themselves, not a reconciler sweep
+
+    exited = {name: proc.returncode for name, proc in stack.procs.items() if proc.poll() is not None}
+    assert exited == {}
