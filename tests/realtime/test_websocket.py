@@ -8,13 +8,15 @@ import time
 from unittest import mock
 
 import pytest
+import redis
 import websockets
 from django.conf import settings
 
-from realtime import tokens
+from realtime import limits, tokens
 from tests.conftest import api_client, make_project
 from tests.embedded_servers import embedded_stack
 from tests.lifecycle.helpers import create, timeline, wait_status
+from tests.processes import poll_until
 from tests.realtime.helpers import collect, refused, ws_url
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
@@ -147,6 +149,10 @@ def test_the_token_endpoint_refuses_another_projects_lifecycle_and_bad_bodies(ap
     assert api.post("/v1/realtime/tokens", json={"lifecycle_id": theirs["id"], "user_id": "x"}).status_code == 400
 
 
+def redis_exists(key: str) -> int:
+    return redis.Redis.from_url(settings.REDIS_URL).exists(key)
+
+
 def test_a_token_holds_a_limited_number_of_sockets(api, stack):
     lifecycle = create(api, {"model": "echo/x", "prompt": "popular", "params": {"latency_ms": 3000}})
     url = ws_url(stack, lifecycle["id"], lifecycle["ws_token"])
@@ -172,6 +178,9 @@ def test_a_token_holds_a_limited_number_of_sockets(api, stack):
 
     assert code == 4429
     assert first["type"] == "snapshot"
+    # The last socket of the token took its count with it: nothing of it is left in Redis.
+    key = limits.count_key(lifecycle["ws_token"])
+    assert poll_until(lambda: redis_exists(key), lambda exists: not exists, timeout=10, what="count gone") == 0
 
 
 def test_a_subscriber_stream_carries_that_subscribers_lifecycles_and_no_one_elses(api, stack):
