@@ -22,26 +22,34 @@ from django.views.decorators.http import require_POST
 from lifecycle.services import api_key_authenticate
 
 
+def _unauthenticated(request) -> JsonResponse | None:
+    key = api_key_authenticate(raw_key=request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
+    return JsonResponse({"error": {"code": "unauthenticated"}}, status=401) if key is None else None
+
+
+def _model(post, prompt: str) -> str:
+    """The fake model's answer to ``prompt``, asked with ``post`` (a new client's, or a pooled one's)."""
+    response = post(
+        f"{settings.OPENAI_BASE_URL}/chat/completions",
+        json={"model": "bench", "messages": [{"role": "user", "content": prompt}]},
+        timeout=settings.PROVIDER_TIMEOUT_S,
+    )
+    return response.json()["choices"][0]["message"]["content"]
+
+
 @csrf_exempt
 @require_POST
 def sync_generate(request):
-    key = api_key_authenticate(raw_key=request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
-    if key is None:
-        return JsonResponse({"error": {"code": "unauthenticated"}}, status=401)
-    response = httpx.post(
-        f"{settings.OPENAI_BASE_URL}/chat/completions",
-        json={"model": "bench", "messages": [{"role": "user", "content": request.body.decode()}]},
-        timeout=settings.PROVIDER_TIMEOUT_S,
-    )
-    return JsonResponse({"output": response.json()["choices"][0]["message"]["content"]})
+    if refused := _unauthenticated(request):
+        return refused
+    return JsonResponse({"output": _model(httpx.post, request.body.decode())})
 
 
 @csrf_exempt
 @require_POST
 def naive_enqueue(request):
-    key = api_key_authenticate(raw_key=request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
-    if key is None:
-        return JsonResponse({"error": {"code": "unauthenticated"}}, status=401)
+    if refused := _unauthenticated(request):
+        return refused
     body = orjson.loads(request.body)
     task = naive_generate.delay(body["prompt"], body["webhook_url"])
     return JsonResponse({"id": task.id, "status": "queued"}, status=202)
@@ -54,10 +62,5 @@ _client = httpx.Client()
 
 @shared_task(name="bench.naive_generate", ignore_result=True)
 def naive_generate(prompt: str, webhook_url: str) -> None:
-    response = _client.post(
-        f"{settings.OPENAI_BASE_URL}/chat/completions",
-        json={"model": "bench", "messages": [{"role": "user", "content": prompt}]},
-        timeout=settings.PROVIDER_TIMEOUT_S,
-    )
-    output = response.json()["choices"][0]["message"]["content"]
+    output = _model(_client.post, prompt)
     _client.post(webhook_url, json={"type": "generated", "data": {"output": output}}, timeout=10)
