@@ -167,7 +167,7 @@ def serve(stop: GracefulExit) -> int:
     3. A publish that fails is rolled back and tried again after a backoff. If the control connection is
        gone, so is the lock: go back to 1 before publishing again.
     """
-    relay = Relay.create()  # one producer for the life of the process: it reconnects by itself
+    relay = Relay.create()  # its producer reconnects by itself; one whose batch failed is replaced
     database, broker = Outage("relay: PostgreSQL", log), Outage("relay: Kafka", log)
     kafka.ensure_topics_when_available(stop)
     while not stop.requested:
