@@ -78,15 +78,17 @@ class Bridge:
             if handed_on:
                 # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the
                 # database on reconnect), so commit once the batch is handed to the channel layer.
-                await self._kafka(self._commit)
-        await self._kafka(self._commit)
+                await self._kafka(self._commit, True)
+        await self._kafka(self._commit, False)  # the last one waits: the next bridge resumes from it
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
         return self.forwarded
 
-    def _commit(self) -> None:
+    def _commit(self, asynchronous: bool) -> None:
+        """Commit the stored offsets; after a batch without waiting for the broker's answer (a lost commit
+        only means a few events forwarded again), and on the way out waiting for it."""
         try:
-            self.consumer.commit(asynchronous=False)
+            self.consumer.commit(asynchronous=asynchronous)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing stored since the last commit
                 self.broker.failed(exc)
