@@ -72,8 +72,13 @@ class Meter:
                 # that fills as the tables grow, whatever the load; a leak would be in a backend's own memory.
                 size = memory.uss if group == "postgres" else memory.pss
                 pss[group] = pss.get(group, 0.0) + size / 2**20
-        cpu = sum(seconds for _, seconds in self.last_cpu.values())
-        self.samples.append({"t": time.monotonic(), "cpu_s": cpu, "completed": completed, "pss_mib": pss})
+        by_group: dict[str, float] = {}
+        for group, seconds in self.last_cpu.values():
+            by_group[group] = by_group.get(group, 0.0) + seconds
+        self.samples.append(
+            {"t": time.monotonic(), "cpu_s": sum(by_group.values()), "cpu_by_group_s": by_group,
+             "completed": completed, "pss_mib": pss}
+        )  # fmt: skip
 
     def at(self, t: float) -> dict:
         return min(self.samples, key=lambda s: abs(s["t"] - t))
@@ -149,9 +154,17 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
         groups = {group for sample in samples for group in sample["pss_mib"]}
         return {g: round(max(sample["pss_mib"].get(g, 0.0) for sample in samples), 1) for g in sorted(groups)}
 
+    def cpu_ms_by_group(window) -> dict[str, float]:
+        """Which process a change in CPU per lifecycle comes from."""
+        done = max(1, window[1]["completed"] - window[0]["completed"])
+        before, after = window[0]["cpu_by_group_s"], window[1]["cpu_by_group_s"]
+        return {group: round(1000 * (after[group] - before.get(group, 0.0)) / done, 2) for group in sorted(after)}
+
     figures = {
         "cpu_ms_per_lifecycle_first": round(cpu_ms(first), 2),
         "cpu_ms_per_lifecycle_last": round(cpu_ms(last), 2),
+        "cpu_ms_by_process_first": cpu_ms_by_group(first),
+        "cpu_ms_by_process_last": cpu_ms_by_group(last),
         "pss_mib_first": peak_mib(first),
         "pss_mib_last": peak_mib(last),
     }
