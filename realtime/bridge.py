@@ -2,8 +2,8 @@
 the sockets that may see it. Routing uses the identity in the message headers, which only our own outbox
 writes, never anything a client sent.
 
-Offsets: each event's offset is stored once it is handed to the channel layer, and what is stored is
-committed after every batch, so a restart or a deploy resumes where the bridge stopped instead of
+Offsets: once a batch of events is handed to the channel layer, the offset after each partition's last one
+is stored and committed, so a restart or a deploy resumes where the bridge stopped instead of
 replaying the topic. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the event in
 hand and goes on when it is back: lag builds meanwhile, and sockets catch up from the database anyway.
 """
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import orjson
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
@@ -65,7 +65,7 @@ class Bridge:
         await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
         while not self.stop.requested:
             messages = await self._kafka(kafka.consume_available, self.consumer, 500, 0.1)
-            handed_on = 0
+            handed_on: dict[tuple[str, int], int] = {}  # (topic, partition) → the next offset to read
             for message in messages:
                 if message.error():
                     kafka.note_consume_error(message.error(), self.broker, "bridge")
@@ -73,16 +73,24 @@ class Bridge:
                 self.broker.ok()
                 if not await self._forward_patiently(message):
                     break  # stopping: what was not handed on is not stored, so the next bridge sends it
-                await self._kafka(self.consumer.store_offsets, message)
-                handed_on += 1
+                handed_on[(message.topic(), message.partition())] = message.offset() + 1
             if handed_on:
                 # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the
-                # database on reconnect), so commit once the batch is handed to the channel layer.
-                await self._kafka(self._commit, True)
+                # database on reconnect), so store and commit once the batch is handed to the channel layer.
+                await self._kafka(self._store_and_commit, handed_on)
         await self._kafka(self._commit, False)  # the last one waits: the next bridge resumes from it
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
         return self.forwarded
+
+    def _store_and_commit(self, handed_on: dict[tuple[str, int], int]) -> None:
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in handed_on.items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # a partition revoked meanwhile: its new owner reads from the last commit
+            self.broker.failed(exc)
+            return
+        self._commit(True)
 
     def _commit(self, asynchronous: bool) -> None:
         """Commit the stored offsets; after a batch without waiting for the broker's answer (a lost commit
