@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-import orjson
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 from django.db import DatabaseError as DjangoDatabaseError
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from lifecycle import kafka
@@ -44,11 +43,21 @@ class DeliveryFailed(Exception):
     pass
 
 
+# One round trip claims a batch: BEGIN and this UPDATE go out together (psycopg's pipeline mode), and the
+# rows come back marked; a second commits them once Kafka has them all, or rolls them back to unpublished.
+CLAIM_BATCH = (
+    "UPDATE lifecycle_outboxmessage SET published_at = now() WHERE id IN ("
+    " SELECT id FROM lifecycle_outboxmessage WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE)"
+    " RETURNING id, topic, key, payload::text, headers"
+)
+
+
 @dataclass
 class Relay:
     producer: Producer
     batch_size: int = BATCH_SIZE
     published: int = 0
+    conn: psycopg.Connection | None = None  # its own, outside Django's ORM: this loop is all it does
 
     @classmethod
     def create(cls) -> Relay:
@@ -57,37 +66,68 @@ class Relay:
     def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; return how many went out.
 
-        1. Lock the oldest unpublished rows (``FOR UPDATE``, in id order) inside a transaction.
-        2. Produce them all, then flush and wait for every delivery report.
-        3. Mark them published and commit. If Kafka failed, roll back: they go out again next time
-           (at-least-once; consumers are idempotent).
+        1. Mark the oldest unpublished rows published and take them, locked, in one statement of an open
+           transaction.
+        2. Produce them all in id order, then flush and wait for every delivery report.
+        3. Commit. If Kafka failed, roll back: they go out again next time (at-least-once; consumers are
+           idempotent). Each payload goes to Kafka as PostgreSQL's text of it, never parsed here.
         """
-        with transaction.atomic():
-            batch = list(
-                OutboxMessage.objects.select_for_update()
-                .filter(published_at__isnull=True)
-                .order_by("id")[: self.batch_size]
-            )
+        conn = self._connection()
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                claimed = conn.execute(CLAIM_BATCH, [self.batch_size])
+            batch = sorted(claimed.fetchall())
             if not batch:
+                conn.execute("ROLLBACK")
                 return 0
-            errors: list[KafkaError] = []
-
-            def on_delivery(err, _msg):
-                if err is not None:
-                    errors.append(err)
-
-            try:
-                for message in batch:
-                    self._produce(message, on_delivery)
-                remaining = self.producer.flush(FLUSH_TIMEOUT_S)
-            except KafkaException as exc:  # the producer itself failed: an idempotent producer's fatal error
-                remaining, errors = len(batch), [*errors, exc.args[0]]
-            if remaining or errors:
-                self._new_producer()
-                raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
-            OutboxMessage.objects.filter(id__in=[m.id for m in batch]).update(published_at=timezone.now())
+            self._send(batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
         self.published += len(batch)
         return len(batch)
+
+    def _send(self, batch: list[tuple]) -> None:
+        errors: list[KafkaError] = []
+
+        def on_delivery(err, _msg):
+            if err is not None:
+                errors.append(err)
+
+        try:
+            for _, topic, key, payload, headers in batch:
+                self._produce(topic, key, payload, headers, on_delivery)
+            remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+        except KafkaException as exc:  # the producer itself failed: an idempotent producer's fatal error
+            remaining, errors = len(batch), [*errors, exc.args[0]]
+        if remaining or errors:
+            self._new_producer()
+            raise DeliveryFailed(f"{remaining} unsent, errors: {errors[:3]}")
+
+    def _connection(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(**db.connection_params(), autocommit=True)
+        return self.conn
+
+    def _rollback(self) -> None:
+        """Leave nothing half-done: roll back the open transaction, or drop a connection that broke (its
+        transaction went with it)."""
+        if self.conn is None:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
 
     def _new_producer(self) -> None:
         """After a batch the broker did not take: drop this producer with whatever it still holds (or every
@@ -99,14 +139,14 @@ class Relay:
         self.producer.poll(0)
         self.producer = Producer(kafka.producer_config())
 
-    def _produce(self, message: OutboxMessage, on_delivery) -> None:
+    def _produce(self, topic: str, key: str, payload: str, headers: dict, on_delivery) -> None:
         while True:
             try:
                 self.producer.produce(
-                    message.topic,
-                    key=message.key.encode(),
-                    value=orjson.dumps(message.payload),
-                    headers=kafka.encode_headers(message.headers),
+                    topic,
+                    key=key.encode(),
+                    value=payload.encode(),
+                    headers=kafka.encode_headers(headers),
                     on_delivery=on_delivery,
                 )
                 return
@@ -191,6 +231,7 @@ def serve(stop: GracefulExit) -> int:
                 with contextlib.suppress(Exception):
                     control.close()
     relay.producer.flush(FLUSH_TIMEOUT_S)
+    relay.close()
     return relay.published
 
 
