@@ -32,7 +32,6 @@ from urllib.parse import parse_qs
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from lifecycle import selectors
@@ -141,7 +140,6 @@ class Resync:
     1. Each socket joins its group again: a Redis restart forgets the channel layer's groups.
     2. One query reads how far each followed lifecycle has got.
     3. Only the sockets behind that catch up from the database.
-    4. The channel layer's buffers of sockets that are gone are dropped (:func:`prune_receive_buffer`).
 
     (Each socket did all three on its own timer before: 5,000 sockets made ~170 database reads a second
     while nothing happened, and that load delayed the live events they were waiting for.)
@@ -175,7 +173,6 @@ class Resync:
         following = sorted({socket.lifecycle_id for socket in sockets} - {None})
         seqs = await in_db_thread(_last_seqs)(following) if following else {}
         await self._each([socket for socket in sockets if socket.behind(seqs)], "catch_up")
-        prune_receive_buffer(get_channel_layer(), {socket.channel_name for socket in self.sockets})
 
     async def _each(self, sockets: list[_CountedSocket], method: str) -> None:
         """``method`` of every socket, ``AT_ONCE`` at a time; one socket's failure (Redis away) is logged and
@@ -189,28 +186,6 @@ class Resync:
 
 
 resync = Resync()
-
-
-def prune_receive_buffer(layer, live: set[str]) -> int:
-    """Drop the channel layer's per-channel buffers that no socket will read again; returns how many.
-
-    channels-redis keeps one in-memory queue per channel of this process (``receive_buffer``) and never
-    drops it when an event for a socket arrives after the socket left (django/channels_redis#384), or when
-    a socket is cancelled while its ``receive`` holds the layer's receive lock: about one buffer in twenty
-    lifecycles, which grew the realtime process for as long as it ran. A buffer goes when nobody waits on
-    it and it is empty or its channel belongs to no socket of this process; a live socket's buffer with
-    events in it stays, for its next ``receive``.
-    """
-    buffers = getattr(layer, "receive_buffer", None)
-    if not buffers:
-        return 0
-    dropped = 0
-    for channel, queue in list(buffers.items()):
-        if getattr(queue, "_getters", None) or (channel in live and not queue.empty()):
-            continue
-        del buffers[channel]
-        dropped += 1
-    return dropped
 
 
 class _CountedSocket(AsyncJsonWebsocketConsumer):
