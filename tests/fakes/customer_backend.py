@@ -51,12 +51,17 @@ def call_back_later(payload: dict, body: dict, traceparent: str | None, delay_s:
     call_back(payload, body, traceparent)
 
 
+CALLBACK_RETRY_S = 300
+
+
 def call_back(payload: dict, body: dict, traceparent: str | None = None) -> None:
     callback = payload["data"]["callback"]
     headers = {"Authorization": f"Bearer {callback['token']}"}
     if traceparent:
         headers["traceparent"] = traceparent  # continue the webhook's trace, as docs/webhooks.md suggests
-    deadline = time.monotonic() + 60
+    # As long as a real backend's queue would keep the job: longer than the fault run's minute-long outages
+    # (with 60 s, a callback whose retries began as PostgreSQL went away gave up just before it came back).
+    deadline = time.monotonic() + CALLBACK_RETRY_S
     while True:
         try:
             status = client.post(callback["url"], json=body, headers=headers).status_code
