@@ -34,7 +34,7 @@ import httpx
 import psutil
 import psycopg
 
-from bench.cpu import processes
+from bench.cpu import per_group, processes
 from bench.environment import PRODUCTION_ON_LOOPBACK, answers, service_stack
 from orchestrator.embedded import DEFAULT_STATE_DIR, PROJECT_DIR, EmbeddedStack, free_port, running, wait_until
 from orchestrator.process import unwind_on_sigterm
@@ -72,13 +72,7 @@ class Meter:
                 # that fills as the tables grow, whatever the load; a leak would be in a backend's own memory.
                 size = memory.uss if group == "postgres" else memory.pss
                 pss[group] = pss.get(group, 0.0) + size / 2**20
-        by_group: dict[str, float] = {}
-        for group, seconds in self.last_cpu.values():
-            by_group[group] = by_group.get(group, 0.0) + seconds
-        self.samples.append(
-            {"t": time.monotonic(), "cpu_s": sum(by_group.values()), "cpu_by_group_s": by_group,
-             "completed": completed, "pss_mib": pss}
-        )  # fmt: skip
+        self.samples.append({"t": time.monotonic(), "cpu": dict(self.last_cpu), "completed": completed, "pss_mib": pss})
 
     def at(self, t: float) -> dict:
         return min(self.samples, key=lambda s: abs(s["t"] - t))
@@ -142,9 +136,13 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
     first = (meter.at(started + WARM_UP_S), meter.at(started + WARM_UP_S + WINDOW_S))
     last = (meter.at(ended - WINDOW_S), meter.at(ended))
 
+    def cpu_ms_by_group(window) -> dict[str, float]:
+        """CPU ms per lifecycle of each process within the window: which process a change comes from."""
+        done = max(1, window[1]["completed"] - window[0]["completed"])
+        return {g: 1000 * s / done for g, s in sorted(per_group(window[0]["cpu"], window[1]["cpu"]).items())}
+
     def cpu_ms(window) -> float:
-        done = window[1]["completed"] - window[0]["completed"]
-        return 1000 * (window[1]["cpu_s"] - window[0]["cpu_s"]) / max(1, done)
+        return sum(cpu_ms_by_group(window).values())
 
     def peak_mib(window) -> dict[str, float]:
         """Each process's highest memory within the window: the broker's grows and drops with its bounded log
@@ -154,17 +152,11 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
         groups = {group for sample in samples for group in sample["pss_mib"]}
         return {g: round(max(sample["pss_mib"].get(g, 0.0) for sample in samples), 1) for g in sorted(groups)}
 
-    def cpu_ms_by_group(window) -> dict[str, float]:
-        """Which process a change in CPU per lifecycle comes from."""
-        done = max(1, window[1]["completed"] - window[0]["completed"])
-        before, after = window[0]["cpu_by_group_s"], window[1]["cpu_by_group_s"]
-        return {group: round(1000 * (after[group] - before.get(group, 0.0)) / done, 2) for group in sorted(after)}
-
     figures = {
         "cpu_ms_per_lifecycle_first": round(cpu_ms(first), 2),
         "cpu_ms_per_lifecycle_last": round(cpu_ms(last), 2),
-        "cpu_ms_by_process_first": cpu_ms_by_group(first),
-        "cpu_ms_by_process_last": cpu_ms_by_group(last),
+        "cpu_ms_by_process_first": {g: round(ms, 2) for g, ms in cpu_ms_by_group(first).items()},
+        "cpu_ms_by_process_last": {g: round(ms, 2) for g, ms in cpu_ms_by_group(last).items()},
         "pss_mib_first": peak_mib(first),
         "pss_mib_last": peak_mib(last),
     }
