@@ -119,9 +119,7 @@ class Relay:
         try:
             self.conn.execute("ROLLBACK")
         except psycopg.Error:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+            self.close()
 
     def close(self) -> None:
         if self.conn is not None:
