@@ -157,20 +157,14 @@ REDIS_RETRY = {
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     "health_check_interval": 15,
 }
-# channels-redis keeps every message for one process's sockets in one Redis key, and its capacity check is
-# per key: at the default of 100, a burst of events for many sockets of one realtime process overflowed it
-# and the overflow was dropped without a trace (sockets then waited for their next resync). So the process
-# key holds REALTIME_LAYER_CAPACITY messages; each socket's own buffer in the process keeps the default 100
-# (a client that stops reading loses only its own messages, and catches up from the database).
-REALTIME_LAYER_CAPACITY = env.int("REALTIME_LAYER_CAPACITY", default=10000)
+# The channel layer (realtime/layer.py): a group_send is one PUBLISH, and each realtime process fans the
+# messages out in memory to its own sockets. Each socket's queue holds REALTIME_LAYER_CAPACITY messages; a
+# socket that falls further behind loses only its own overflow and fills the gap from the database by seq.
+REALTIME_LAYER_CAPACITY = env.int("REALTIME_LAYER_CAPACITY", default=1000)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": REDIS_URL, **REDIS_RETRY}],
-            "capacity": 100,
-            "channel_capacity": {"specific.*": REALTIME_LAYER_CAPACITY},
-        },
+        "BACKEND": "realtime.layer.FanOutLayer",
+        "CONFIG": {"url": REDIS_URL, "capacity": REALTIME_LAYER_CAPACITY, "publisher": REDIS_RETRY},
     }
 }
 

@@ -15,9 +15,9 @@
 6. Clients only listen: ``{"type": "ping"}`` gets ``{"type": "pong"}``; any other frame (text or binary,
    JSON or not) gets ``{"type": "error", "error": {"code": "invalid_message", ...}}`` and the socket
    stays open.
-7. Every ``REALTIME_RESYNC_S`` each socket joins its group again (a Redis restart forgets the channel
-   layer's groups, and this bounds how long a socket stays deaf), and the sockets that missed something
-   read it from the database. One task per process does this for all its sockets (:class:`Resync`).
+7. When the channel layer's Redis connection comes back after it was lost, and every ``REALTIME_RESYNC_S``
+   besides, the sockets that missed something read it from the database. One task per process does this
+   for all its sockets (:class:`Resync`).
 """
 
 from __future__ import annotations
@@ -135,54 +135,67 @@ def _last_seqs(lifecycle_ids: list[str]) -> dict[str, int]:
 
 
 class Resync:
-    """Every ``REALTIME_RESYNC_S``, for all of this process's sockets at once:
+    """For all of this process's sockets at once, when the channel layer has subscribed again after losing
+    Redis (whatever was published meanwhile never reached this process) and every ``REALTIME_RESYNC_S``
+    besides (a live message dropped for a full queue, with no later event to reveal the gap):
 
-    1. Each socket joins its group again: a Redis restart forgets the channel layer's groups.
-    2. One query reads how far each followed lifecycle has got.
-    3. Only the sockets behind that catch up from the database.
+    1. One query reads how far each followed lifecycle has got.
+    2. Only the sockets behind catch up from the database: after a resubscription, behind what the database
+       holds now; otherwise behind what it held at the previous resync. (An event committed a moment ago is
+       most likely on its way live: at the end of a burst, reading it from the database as well made
+       thousands of sockets query at once.)
 
-    (Each socket did all three on its own timer before: 5,000 sockets made ~170 database reads a second
-    while nothing happened, and that load delayed the live events they were waiting for.)
+    (Each socket did this on its own timer before: 5,000 sockets made ~170 database reads a second while
+    nothing happened, and that load delayed the live events they were waiting for.)
     """
 
-    AT_ONCE = 100  # group joins and catch-ups in flight together
+    AT_ONCE = 100  # catch-ups in flight together
 
     def __init__(self) -> None:
         self.sockets: set[_CountedSocket] = set()
         self.task: asyncio.Task | None = None
+        self.now: asyncio.Event | None = None
+        self.previous: dict[str, int] = {}  # how far each lifecycle had got at the previous resync
 
     def add(self, socket: _CountedSocket) -> None:
         self.sockets.add(socket)
         if self.task is None or self.task.done():
+            self.now = asyncio.Event()
             self.task = asyncio.create_task(self._run())
+            with contextlib.suppress(AttributeError):  # a layer without reconnects to tell of
+                socket.channel_layer.on_resubscribed(self.soon)
 
     def discard(self, socket: _CountedSocket) -> None:
         self.sockets.discard(socket)
 
+    def soon(self) -> None:
+        """Resync now rather than at the next period."""
+        if self.now is not None:
+            self.now.set()
+
     async def _run(self) -> None:
         while self.sockets:
-            await asyncio.sleep(settings.REALTIME_RESYNC_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.now.wait(), timeout=settings.REALTIME_RESYNC_S)
+            resubscribed = self.now.is_set()
+            self.now.clear()
             try:
-                await self.once()
+                await self.once(resubscribed=resubscribed)
             except Exception as exc:  # the database away: try again next time
                 log.warning("realtime: resync of %d sockets failed: %s", len(self.sockets), exc)
 
-    async def once(self) -> None:
+    async def once(self, *, resubscribed: bool = True) -> None:
         sockets = list(self.sockets)
-        await self._each(sockets, "rejoin")
         following = sorted({socket.lifecycle_id for socket in sockets} - {None})
         seqs = await in_db_thread(_last_seqs)(following) if following else {}
-        await self._each([socket for socket in sockets if socket.behind(seqs)], "catch_up")
-
-    async def _each(self, sockets: list[_CountedSocket], method: str) -> None:
-        """``method`` of every socket, ``AT_ONCE`` at a time; one socket's failure (Redis away) is logged and
-        does not keep the others waiting."""
+        reference, self.previous = (seqs if resubscribed else self.previous), seqs
+        behind = [socket for socket in sockets if socket.behind(reference)]
         failed = 0
-        for chunk in _chunks(sockets, self.AT_ONCE):
-            results = await asyncio.gather(*(getattr(socket, method)() for socket in chunk), return_exceptions=True)
+        for chunk in _chunks(behind, self.AT_ONCE):
+            results = await asyncio.gather(*(socket.catch_up() for socket in chunk), return_exceptions=True)
             failed += sum(isinstance(result, Exception) for result in results)
         if failed:
-            log.warning("realtime: resync: %s failed for %d of %d sockets", method, failed, len(sockets))
+            log.warning("realtime: resync: catching up failed for %d of %d sockets", failed, len(behind))
 
 
 resync = Resync()
@@ -220,6 +233,7 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "error": error})
 
     async def join(self, group: str) -> None:
+        """Follow ``group``: returns once the channel layer receives what is published to it."""
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
         if settings.REALTIME_RESYNC_S > 0:
@@ -231,9 +245,14 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.group = None
 
-    async def rejoin(self) -> None:
-        if self.group:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+    async def _try_again_later(self, exc: BaseException) -> None:
+        """PostgreSQL or Redis is away: accept and close at once with 1013 (try again later), which clients
+        answer by reconnecting with backoff and ``since=`` (a refused handshake would read as a bad token)."""
+        _outage.failed(exc)
+        with contextlib.suppress(Exception):
+            await self.leave()
+        await self.accept()
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
 
     @property
     def lifecycle_id(self) -> str | None:
@@ -309,15 +328,6 @@ class LifecycleConsumer(_CountedSocket):
             # Already over and the client had seen the end: the snapshot says it all.
             await self.close(code=CLOSE_NORMAL)
             self.finished = True
-
-    async def _try_again_later(self, exc: BaseException) -> None:
-        """PostgreSQL or Redis is away: accept and close at once with 1013 (try again later), which clients
-        answer by reconnecting with backoff and ``since=`` (a refused handshake would read as a bad token)."""
-        _outage.failed(exc)
-        with contextlib.suppress(Exception):
-            await self.leave()
-        await self.accept()
-        await self.close(code=CLOSE_TRY_AGAIN_LATER)
 
     async def disconnect(self, code: int) -> None:
         if self.counted_socket:
@@ -406,9 +416,15 @@ class SubscriberConsumer(_CountedSocket):
         if scope is None or scope.user_id is None:
             await self.close()  # only subscriber-scoped tokens open this stream
             return
-        if not await self.admit(token):
+        try:
+            if not await self.admit(token):
+                return
+            await self.join(subscriber_group(scope.project_id, scope.user_id))
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            await self._try_again_later(exc)
             return
-        await self.join(subscriber_group(scope.project_id, scope.user_id))
         await self.accept()
 
     async def lifecycle_event(self, message: dict) -> None:
