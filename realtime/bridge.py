@@ -1,10 +1,10 @@
 """The bridge: a consumer group on ``lifecycle.events`` forwarding each event to the channel-layer groups of
-the sockets that may see it. Routing uses the identity in the message headers, which only our own outbox
-writes, never anything a client sent.
+the sockets that may see it, a consumed batch at a time in one Redis round trip. Routing uses the identity
+in the message headers, which only our own outbox writes, never anything a client sent.
 
 Offsets: once a batch of events is handed to the channel layer, the offset after each partition's last one
 is stored and committed, so a restart or a deploy resumes where the bridge stopped instead of
-replaying the topic. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the event in
+replaying the topic. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the batch in
 hand and goes on when it is back: lag builds meanwhile, and sockets catch up from the database anyway.
 """
 
@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from lifecycle import kafka
 from lifecycle.outbox import TOPIC_EVENTS
-from orchestrator import logs, metrics
+from orchestrator import metrics
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 from realtime.consumers import FINAL_EVENTS, final_outcome, outcome_in
@@ -65,19 +65,21 @@ class Bridge:
         await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
         while not self.stop.requested:
             messages = await self._kafka(kafka.consume_available, self.consumer, 500, 0.1)
-            handed_on: dict[tuple[str, int], int] = {}  # (topic, partition) → the next offset to read
+            events = []
             for message in messages:
                 if message.error():
                     kafka.note_consume_error(message.error(), self.broker, "bridge")
                     continue
                 self.broker.ok()
-                if not await self._forward_patiently(message):
-                    break  # stopping: what was not handed on is not stored, so the next bridge sends it
-                handed_on[(message.topic(), message.partition())] = message.offset() + 1
-            if handed_on:
-                # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the
-                # database on reconnect), so store and commit once the batch is handed to the channel layer.
-                await self._kafka(self._store_and_commit, handed_on)
+                events.append(message)
+            if not events:
+                continue
+            if not await self._forward_patiently(events):
+                break  # stopping: what was not handed on is not stored, so the next bridge sends it
+            # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the database
+            # on reconnect), so store and commit once the batch is handed to the channel layer.
+            handed_on = {(message.topic(), message.partition()): message.offset() + 1 for message in events}
+            await self._kafka(self._store_and_commit, handed_on)
         await self._kafka(self._commit, False)  # the last one waits: the next bridge resumes from it
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
@@ -101,15 +103,15 @@ class Bridge:
             if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing stored since the last commit
                 self.broker.failed(exc)
 
-    async def _forward_patiently(self, message: Message) -> bool:
-        """Forward ``message``, waiting out an outage of Redis or PostgreSQL. ``False`` if stopped first."""
+    async def _forward_patiently(self, messages: list[Message]) -> bool:
+        """Forward ``messages``, waiting out an outage of Redis or PostgreSQL. ``False`` if stopped first."""
         while True:
             try:
-                await self.forward(message)
+                await self.forward(messages)
             except Exception as exc:
                 if not transient(exc):
-                    # No server is away: a bug or an event no socket can take. Skip it rather than stop.
-                    log.exception("bridge: could not forward the event at %s/%s", message.partition(), message.offset())
+                    # No server is away: a bug, or events no socket can take. Skip them rather than stop.
+                    log.exception("bridge: could not forward %d events from %s", len(messages), _where(messages[0]))
                     return True
                 await asyncio.sleep(self.layer_outage.failed(exc))
                 if self.stop.requested:
@@ -126,22 +128,36 @@ class Bridge:
             return {}
         return {"outcome": outcome_in(event) or await database_sync_to_async(final_outcome)(lifecycle_id)}
 
-    async def forward(self, message: Message) -> None:
-        routed = routes(message)
-        if routed is None:
-            log.warning("bridge: skipping undecodable event at %s/%s", message.partition(), message.offset())
-            return
-        event, groups = routed
-        headers = kafka.decode_headers(message.headers())
-        logs.bind(
-            lifecycle_id=event["lifecycle_id"],
-            project_id=headers.get("project-id"),
-            traceparent=headers.get("traceparent"),
-        )
-        message = {"type": "lifecycle.event", "event": {k: v for k, v in event.items() if k != "result"}}
-        for group in groups:
-            await self.layer.group_send(group, message | await self._outcome(event, group))
-        self.forwarded += 1
-        with contextlib.suppress(KeyError, ValueError):
-            lag = (datetime.now(UTC) - datetime.fromisoformat(event["at"])).total_seconds()
-            metrics.STEP_SECONDS.labels(step="broadcast").observe(max(0.0, lag))
+    async def forward(self, messages: list[Message]) -> None:
+        """Hand a batch of events to the channel layer in one round trip (whatever a final event's outcome
+        needs from the database is read first)."""
+        sends: list[tuple[str, dict]] = []
+        forwarded: list[dict] = []
+        for message in messages:
+            try:
+                routed = routes(message)
+                if routed is None:
+                    log.warning("bridge: skipping undecodable event at %s", _where(message))
+                    continue
+                event, groups = routed
+                live = {"type": "lifecycle.event", "event": {k: v for k, v in event.items() if k != "result"}}
+                for group in groups:
+                    sends.append((group, live | await self._outcome(event, group)))
+            except Exception as exc:
+                if transient(exc):
+                    raise
+                log.exception("bridge: skipping the event at %s, which could not be routed", _where(message))
+                continue
+            forwarded.append(event)
+        if sends:
+            await self.layer.group_send_many(sends)
+        self.forwarded += len(forwarded)
+        now = datetime.now(UTC)
+        for event in forwarded:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                lag = (now - datetime.fromisoformat(event["at"])).total_seconds()
+                metrics.STEP_SECONDS.labels(step="broadcast").observe(max(0.0, lag))
+
+
+def _where(message: Message) -> str:
+    return f"{message.topic()}/{message.partition()}/{message.offset()}"
