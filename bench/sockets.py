@@ -25,6 +25,14 @@ from bench.load import Connection, percentile
 FINAL = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"}
 
 
+def failure(exc: BaseException) -> str:
+    """What went wrong, with the close code and who sent it for a socket closed abnormally."""
+    if isinstance(exc, websockets.ConnectionClosed):
+        received, sent = exc.rcvd.code if exc.rcvd else "none", exc.sent.code if exc.sent else "none"
+        return f"{exc.__class__.__name__}_received_{received}_sent_{sent}"
+    return exc.__class__.__name__
+
+
 async def create(url: str, api_key: str, body: bytes, n: int) -> list[dict]:
     created: list[dict] = []
     remaining = n
@@ -73,7 +81,8 @@ async def hold(args) -> dict:
             name = f"refused_{exc.response.status_code}"
             outcomes[name] = outcomes.get(name, 0) + 1
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            outcomes[exc.__class__.__name__] = outcomes.get(exc.__class__.__name__, 0) + 1
+            name = failure(exc)
+            outcomes[name] = outcomes.get(name, 0) + 1
 
     started = time.monotonic()
     tasks = [subscriber(lc) for lc in lifecycles for _ in range(args.per_lifecycle)]
@@ -109,7 +118,7 @@ async def churn(args) -> dict:
                             pass
                     outcome = "closed"
                 except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-                    outcome = exc.__class__.__name__
+                    outcome = failure(exc)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     started = time.monotonic()
