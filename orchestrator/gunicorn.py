@@ -13,7 +13,8 @@ import os
 
 from prometheus_client import multiprocess
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# WEB_PORT when something else takes PORT (make dev's one-origin proxy, orchestrator/front.py).
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('WEB_PORT') or os.environ.get('PORT', '8000')}"
 # Two per core: a sync worker waits on PostgreSQL for part of each request.
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 worker_class = "sync"

@@ -3,7 +3,9 @@
 1. Start the embedded PostgreSQL, Redis and Kafka for each URL not set in the environment.
 2. Migrate, and create the demo project on first run (its key is kept in the state folder).
 3. Run every process of the Procfile, with their output multiplexed here; one that exits is restarted with
-   backoff (:mod:`orchestrator.supervisor`), the rest keep running.
+   backoff (:mod:`orchestrator.supervisor`), the rest keep running. In front of them, on ``PORT``, a small
+   proxy (:mod:`orchestrator.front`) routes ``/ws/`` to the realtime process and the rest to the web
+   process (on ``WEB_PORT``), so HTTP and WebSockets share one origin as they do behind nginx.
 4. Print the API key and URLs once the web and realtime processes are ready.
 5. On Ctrl-C or SIGTERM stop the processes, then the servers.
 """
@@ -108,7 +110,7 @@ def _announce_when_ready(ports: dict[str, int], demo: dict, base_url: str, ws_ur
                 f"   Docs     {base_url}/docs",
                 f"   Admin    {base_url}/admin/  (admin / {demo['admin_password']})",
                 f"   Demo     {base_url}/demo/  (paste the API key below)",
-                f"   Sockets  {ws_url}/ws/lifecycles/{{id}}  (the realtime process; links.websocket)",
+                f"   Sockets  {ws_url}/ws/lifecycles/{{id}}  (links.websocket)",
                 f"   Health   {base_url}/readyz",
                 f"   Project  {demo['project_id']}",
                 f"   API key  {demo['api_key']}",
@@ -130,6 +132,7 @@ def main() -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("PORT", "8000"))
     realtime_port = int(os.environ.get("REALTIME_PORT", port + 1))  # the settings' default too
+    web_port = int(os.environ.get("WEB_PORT", port + 2))
     print(f"starting the embedded servers in {state_dir} ...", flush=True)
     started = time.monotonic()
     all_embedded = all(unconfigured().values())
@@ -147,6 +150,7 @@ def main() -> int:
             "STATE_DIR": str(state_dir),
             "PORT": str(port),
             "REALTIME_PORT": str(realtime_port),
+            "WEB_PORT": str(web_port),
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -154,6 +158,8 @@ def main() -> int:
         _manage(env, "migrate", "--noinput")
         demo = _demo_project(env, state_dir)
         base_url = os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}").rstrip("/")
+        # One origin: sockets on PORT too (through the front), with or without PUBLIC_BASE_URL.
+        env.setdefault("PUBLIC_WS_URL", base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1))
         ws_url = _manage(
             env, "shell", "--no-imports", "-c", "from django.conf import settings; print(settings.PUBLIC_WS_URL)"
         ).strip()
@@ -161,6 +167,7 @@ def main() -> int:
         threading.Thread(target=_announce_when_ready, args=(ports, demo, base_url, ws_url), daemon=True).start()
 
         supervisor = Supervisor(env=env, cwd=PROJECT_DIR)
+        supervisor.add("front", f"{sys.executable} -m orchestrator.front")
         for name, command in parse_procfile((PROJECT_DIR / "Procfile").read_text()).processes.items():
             supervisor.add(name, command)
         if stack.kafka:
