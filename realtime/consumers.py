@@ -41,6 +41,7 @@ from orchestrator import metrics
 from orchestrator.outages import Outage, transient
 from realtime import limits, tokens
 from realtime.groups import lifecycle_group, subscriber_group
+from realtime.payloads import browser_data, friendly_error
 
 log = logging.getLogger(__name__)
 _outage = Outage("realtime: PostgreSQL or Redis (opening sockets)", log)
@@ -115,7 +116,7 @@ def snapshot(lifecycle: Lifecycle) -> dict:
             "created_at": lifecycle.created_at.isoformat(),
             "metadata": lifecycle.metadata,
             "result": lifecycle.result if lifecycle.status == "completed" else None,
-            "error": lifecycle.error,
+            "error": friendly_error(lifecycle.error) if lifecycle.error else None,
             "last_seq": lifecycle.last_seq,
         },
     }
@@ -383,6 +384,7 @@ class LifecycleConsumer(_CountedSocket):
                 continue
             event = dict(event)
             outcome = event.pop("outcome", None)
+            event["data"] = browser_data(event["event"], event.get("data"))
             message = {"type": "event", "lifecycle_id": str(self.lifecycle.id), **event}
             final = event["event"] in FINAL_EVENTS
             if final:
@@ -393,16 +395,6 @@ class LifecycleConsumer(_CountedSocket):
                 await self.close(code=CLOSE_NORMAL)
                 self.finished = True
                 return
-
-
-def friendly_error(error: dict | None) -> dict:
-    """What a user's browser may see of an error: code, message and step, never internal details."""
-    error = error or {}
-    return {
-        "code": error.get("code", "failed"),
-        "message": error.get("message", "Something went wrong."),
-        "step": error.get("step"),
-    }
 
 
 class SubscriberConsumer(_CountedSocket):
@@ -431,5 +423,6 @@ class SubscriberConsumer(_CountedSocket):
         event = message["event"]
         await self.send_json(
             {"type": "event", "lifecycle_id": event["lifecycle_id"]}
-            | {k: event[k] for k in ("seq", "event", "at", "data")}
+            | {k: event[k] for k in ("seq", "event", "at")}
+            | {"data": browser_data(event["event"], event.get("data"))}
         )

@@ -71,6 +71,41 @@ def test_reconnecting_mid_stream_with_since_loses_and_duplicates_nothing(api, st
     assert close_code == 1000
 
 
+INTERNAL = {"endpoint_id", "delivery_id", "webhook_id", "response_excerpt", "status_code", "http_status", "details"}
+
+
+def keys_in(value) -> set[str]:
+    """Every key anywhere in a JSON value."""
+    if isinstance(value, dict):
+        return set(value) | {key for item in value.values() for key in keys_in(item)}
+    if isinstance(value, list):
+        return {key for item in value for key in keys_in(item)}
+    return set()
+
+
+def test_a_browser_sees_statuses_and_outcomes_never_what_is_meant_for_operators(api, stack, customer_backend):
+    """The timeline keeps webhook excerpts, endpoint ids and HTTP statuses for operators; neither the live
+    stream nor the catch-up from the database shows them to the socket."""
+    from tests.webhooks.helpers import endpoint
+
+    endpoint(api, customer_backend, "500,data")  # one failed attempt (with a response excerpt), then delivered
+    lifecycle = create(api, {"model": "echo/x", "prompt": "for the user", "params": {"latency_ms": 300}})
+    live, _ = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))
+    late, _ = collect(ws_url(stack, lifecycle["id"], lifecycle["ws_token"]))  # after the end: from the database
+
+    events = timeline(api, lifecycle["id"])
+    assert {"webhook.attempt", "callback.received"} <= {e["event"] for e in events}
+    assert INTERNAL & keys_in(events)  # the operators' timeline has them...
+    for messages in (live, late):
+        assert messages[-1]["event"] == "lifecycle.completed"
+        assert not INTERNAL & keys_in(messages), messages  # ...the browser does not
+        attempts = [m for m in messages if m.get("event") == "webhook.attempt"]
+        assert [{k: a["data"][k] for k in ("attempt", "outcome")} for a in attempts] == [
+            {"attempt": 1, "outcome": "failed"},
+            {"attempt": 2, "outcome": "succeeded"},
+        ]
+
+
 def test_a_failed_lifecycle_ends_with_a_friendly_error(api, stack, customer_backend):
     from tests.webhooks.helpers import endpoint
 
