@@ -25,6 +25,7 @@ import websockets
 
 FINAL_EVENTS = frozenset({"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"})
 CLOSE_NORMAL = 1000
+CLOSE_TOKEN_EXPIRED = 4401
 
 
 class LifecycleError(Exception):
@@ -94,9 +95,9 @@ class LifecycleClient:
 
     async def events(self, created: Created, *, since: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Every event after ``since``, each once, until the final one (which is yielded too)."""
-        last_seq, failures = since, 0
+        last_seq, failures, token = since, 0, created.ws_token
         while True:
-            url = f"{created.websocket_url}?token={created.ws_token}&since={last_seq}"
+            url = f"{created.websocket_url}?token={token}&since={last_seq}"
             try:
                 async with websockets.connect(url, open_timeout=10) as socket:
                     failures = 0
@@ -110,6 +111,11 @@ class LifecycleClient:
                             return
                     if socket.close_code == CLOSE_NORMAL:
                         return  # the lifecycle was already over and we had seen its end
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_TOKEN_EXPIRED:  # a fresh one, and on at once
+                    minted = await self._request("POST", "/v1/realtime/tokens", json={"lifecycle_id": created.id})
+                    token = minted["token"]
+                    continue
             except websockets.InvalidStatus as exc:
                 if exc.response.status_code == 403:
                     raise LifecycleError(403, {"code": "forbidden", "message": "token refused"}) from exc

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from urllib.parse import parse_qs
@@ -58,6 +59,7 @@ FINAL_EVENTS = {"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOKEN_EXPIRED = 4401
 MAX_MESSAGE = 4096  # characters: a ping is 16
 
 
@@ -207,6 +209,8 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
 
     group: str | None = None
     counted_token: str | None = None
+    expiry: asyncio.TimerHandle | None = None
+    closing_for_expiry: asyncio.Future | None = None
 
     def query(self) -> dict[str, list[str]]:
         return parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
@@ -218,7 +222,13 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY, reason="too many connections for this token")
             return False
         self.counted_token = token
+        # A token is short-lived, and so is what it opens: the socket closes when the token expires.
+        delay = max(0.0, tokens.expires_at(token) - time.time())
+        self.expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
         return True
+
+    def _token_expired(self) -> None:
+        self.closing_for_expiry = asyncio.ensure_future(self.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired"))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
         """Whatever a client sends is parsed here, never by the base class (which would raise on a binary
@@ -269,6 +279,8 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
         stream)."""
 
     async def disconnect(self, code: int) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
         await self.leave()
         if self.counted_token:
             await limits.release(self.counted_token)

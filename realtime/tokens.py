@@ -39,3 +39,9 @@ def verify(token: str) -> RealtimeScope | None:
         return RealtimeScope(project_id=data["p"], lifecycle_id=data["l"], user_id=data["u"])
     except (signing.BadSignature, KeyError, TypeError):
         return None
+
+
+def expires_at(token: str) -> float:
+    """When a token :func:`verify` accepted stops being valid (Unix time): its signing time, which the
+    signature covers (``value:timestamp:signature``), plus ``REALTIME_TOKEN_TTL_S``."""
+    return signing.b62_decode(token.rsplit(":", 2)[-2]) + settings.REALTIME_TOKEN_TTL_S

@@ -138,6 +138,21 @@ def test_tokens_for_another_tenant_another_lifecycle_or_expired_are_refused(api,
     assert refused(ws_url(stack, "not-a-uuid", mine["ws_token"])) == 403
 
 
+def test_a_socket_closes_when_its_token_expires(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
+    signed_at = time.time() - settings.REALTIME_TOKEN_TTL_S + 3  # valid for 3 s more
+    with mock.patch("django.core.signing.time.time", return_value=signed_at):
+        token = tokens.mint(tokens.RealtimeScope(project_id=str(api.project.id), lifecycle_id=lifecycle["id"]))
+
+    started = time.monotonic()
+    messages, close_code = collect(ws_url(stack, lifecycle["id"], token), timeout=15)
+
+    assert close_code == 4401
+    assert 2 <= time.monotonic() - started <= 10
+    assert messages[0]["type"] == "snapshot"
+    assert not [m for m in messages if m.get("event") == "lifecycle.completed"]
+
+
 def test_a_subscriber_token_opens_that_subscribers_lifecycles_only(api, stack):
     alice = create(api, {"model": "echo/x", "prompt": "for alice", "subscriber": {"user_id": "alice"}})
     bob = create(api, {"model": "echo/x", "prompt": "for bob", "subscriber": {"user_id": "bob"}})

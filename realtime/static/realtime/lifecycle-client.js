@@ -6,7 +6,8 @@
 //     onSnapshot: (lifecycle) => {}, onEvent: (event) => {},
 //     onDelta: (text, offset) => {},  // streamed model output (params.stream), coalesced
 //     onCompleted: (result, event) => {}, onFailed: (error, event) => {},
-//     onConnection: (state) => {},   // "connecting" | "open" | "reconnecting" | "closed"
+//     onConnection: (state) => {},   // "connecting" | "open" | "reconnecting" | "expired" | "closed"
+//     refreshToken: async () => "…",  // optional: a fresh token from your backend when one expires
 //   });
 //   socket.connect();
 //
@@ -15,6 +16,7 @@
 
 const FINAL_EVENTS = new Set(["lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"]);
 const NORMAL_CLOSURE = 1000;
+const TOKEN_EXPIRED = 4401;
 
 export class LifecycleSocket {
   constructor({
@@ -27,10 +29,11 @@ export class LifecycleSocket {
     onCompleted = () => {},
     onFailed = () => {},
     onConnection = () => {},
+    refreshToken = null,
     maxBackoffMs = 10000,
     maxReconnects = 20,
   }) {
-    Object.assign(this, { url, token, onSnapshot, onEvent, onDelta, onCompleted, onFailed, onConnection });
+    Object.assign(this, { url, token, onSnapshot, onEvent, onDelta, onCompleted, onFailed, onConnection, refreshToken });
     this.lastSeq = since;
     this.maxBackoffMs = maxBackoffMs;
     this.maxReconnects = maxReconnects;
@@ -55,6 +58,10 @@ export class LifecycleSocket {
         this.onConnection("closed");
         return;
       }
+      if (close.code === TOKEN_EXPIRED) {
+        this.#renew();
+        return;
+      }
       this.#retry();
     };
   }
@@ -62,6 +69,22 @@ export class LifecycleSocket {
   close() {
     this.finished = true;
     if (this.socket) this.socket.close(NORMAL_CLOSURE);
+  }
+
+  async #renew() {
+    // The token ran out: go on with a fresh one from the backend, or stop and say so.
+    if (!this.refreshToken) {
+      this.finished = true;
+      this.onConnection("expired");
+      return;
+    }
+    try {
+      this.token = await this.refreshToken();
+    } catch {
+      this.#retry();
+      return;
+    }
+    this.connect();
   }
 
   #retry() {
