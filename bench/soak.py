@@ -73,7 +73,9 @@ class Meter:
 
     def sample(self, completed: int) -> None:
         pss: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for group, members in processes(self.stack, self.servers).items():
+            counts[group] = len(members)
             for process in members:
                 try:
                     times, memory = process.cpu_times(), process.memory_full_info()
@@ -91,6 +93,7 @@ class Meter:
                 "cpu": dict(self.last_cpu),
                 "completed": completed,
                 "pss_mib": pss,
+                "processes": counts,
                 "probe_ms": machine_probe(),
             }
         )
@@ -173,6 +176,22 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
         groups = {group for sample in samples for group in sample["pss_mib"]}
         return {g: round(max(sample["pss_mib"].get(g, 0.0) for sample in samples), 1) for g in sorted(groups)}
 
+    def at_peak(window) -> dict[str, dict]:
+        """For each process group, the median memory over the window and how many processes it had at its
+        peak: a peak made by a short-lived process (an autovacuum worker, a passing connection) tells apart
+        from growth."""
+        samples = [s for s in meter.samples if window[0]["t"] <= s["t"] <= window[1]["t"]]
+        groups = sorted({group for sample in samples for group in sample["pss_mib"]})
+        found = {}
+        for g in groups:
+            peak = max(samples, key=lambda sample: sample["pss_mib"].get(g, 0.0))
+            found[g] = {
+                "median_mib": round(statistics.median(sample["pss_mib"].get(g, 0.0) for sample in samples), 1),
+                "processes_at_peak": peak.get("processes", {}).get(g),
+                "processes_median": statistics.median(sample.get("processes", {}).get(g, 0) for sample in samples),
+            }
+        return found
+
     def probe_ms(window) -> float:
         return statistics.median(s["probe_ms"] for s in meter.samples if window[0]["t"] <= s["t"] <= window[1]["t"])
 
@@ -183,6 +202,8 @@ def verdict(meter: Meter, started: float, ended: float) -> tuple[dict, list[str]
         "cpu_ms_by_process_last": {g: round(ms, 2) for g, ms in cpu_ms_by_group(last).items()},
         "pss_mib_first": peak_mib(first),
         "pss_mib_last": peak_mib(last),
+        "memory_detail_first": at_peak(first),
+        "memory_detail_last": at_peak(last),
     }
     failures = []
     ratio = figures["cpu_ms_per_lifecycle_last"] / max(0.001, figures["cpu_ms_per_lifecycle_first"])
