@@ -17,7 +17,7 @@ BROWSER_FIELDS: dict[str, tuple[str, ...]] = {
     "lifecycle.delivering": _STATUS_CHANGE,
     "lifecycle.awaiting_callback": _STATUS_CHANGE,
     "lifecycle.completed": (*_STATUS_CHANGE, "model", "usage"),
-    "generation.attempt": ("model", "attempt", "outcome", "latency_ms"),
+    "generation.attempt": ("model", "attempt", "outcome", "latency_ms", "usage"),
     "webhook.attempt": ("attempt", "outcome", "latency_ms"),
     "callback.received": ("outcome",),
 }
