@@ -85,7 +85,7 @@ class _Client(_Side):
 
     def data_received(self, data: bytes) -> None:
         if self.other is not None:
-            self.other.transport.write(data)
+            super().data_received(data)
             return
         self.head += data
         line_end = self.head.find(b"\r\n")

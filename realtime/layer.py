@@ -67,11 +67,12 @@ class FanOutLayer(BaseChannelLayer):
     def _here(self) -> _Loop:
         """This event loop's connections and sockets (a layer object outlives the loops of tests)."""
         loop = asyncio.get_running_loop()
-        for old in [old for old in self._loops if old.is_closed()]:
-            del self._loops[old]
-        if loop not in self._loops:
-            self._loops[loop] = _Loop(self)
-        return self._loops[loop]
+        here = self._loops.get(loop)
+        if here is None:
+            for old in [old for old in self._loops if old.is_closed()]:
+                del self._loops[old]
+            here = self._loops[loop] = _Loop(self)
+        return here
 
     def on_resubscribed(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` each time the subscriber connection is back after it was lost."""
@@ -98,9 +99,10 @@ class FanOutLayer(BaseChannelLayer):
             raise
 
     async def send(self, channel: str, message: dict) -> None:
-        if channel not in self._here().channels:
+        here = self._here()
+        if channel not in here.channels:
             raise RuntimeError(f"send() to {channel!r}: this layer only sends to channels of this process")
-        self._here().put(channel, message)
+        here.put(channel, message)
 
     async def group_add(self, group: str, channel: str) -> None:
         await self._here().join(group, channel)
@@ -201,6 +203,9 @@ class _Loop:
                     waiter.cancel()
             self.confirmed.discard(group)  # a join from now on waits for a new confirmation
             self.to_subscribe.discard(group)
+            if self.resubscribing is not None:  # no confirmation to wait for: nobody follows it any more
+                self.resubscribing.discard(group)
+                self._tell_listeners_if_resubscribed()
             if self.connection is not None and group not in self.subscribing:  # else once it is confirmed
                 self.to_unsubscribe.add(group)
                 self._flush_soon()
@@ -321,7 +326,7 @@ class _Loop:
             self._tell_listeners_if_resubscribed()
 
     def _tell_listeners_if_resubscribed(self) -> None:
-        if self.resubscribing is None or self.resubscribing & set(self.groups):
+        if self.resubscribing is None or self.resubscribing:
             return
         self.resubscribing = None
         log.info("realtime: the channel layer's subscriptions are back; sockets catch up from the database")
