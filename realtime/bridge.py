@@ -26,8 +26,8 @@ from lifecycle.outbox import TOPIC_EVENTS
 from orchestrator import metrics
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
-from realtime.consumers import FINAL_EVENTS, final_outcome, outcome_in
 from realtime.groups import lifecycle_group, subscriber_group
+from realtime.messages import FINAL_EVENTS, final_outcome, outcome_in
 
 log = logging.getLogger(__name__)
 

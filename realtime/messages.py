@@ -1,0 +1,80 @@
+"""What a browser is sent about one lifecycle, whatever carries it (a WebSocket or Server-Sent Events): the
+``snapshot`` it opens with, the timeline events after a ``seq``, and the outcome a final event carries."""
+
+from __future__ import annotations
+
+import uuid
+
+from channels.db import database_sync_to_async
+
+from lifecycle import selectors
+from lifecycle.models import Lifecycle
+from lifecycle.states import EVENT_FOR_STATUS, TERMINAL
+from realtime.payloads import friendly_error
+
+# The events after which a lifecycle says nothing more: those of the state machine's terminal statuses.
+FINAL_EVENTS = frozenset(EVENT_FOR_STATUS[status] for status in TERMINAL)
+
+
+def in_db_thread(fn):
+    """``fn`` run on a worker thread, many side by side: channels' default runs every socket's database
+    work on one thread per process, which queued handshakes behind each other under a connect storm. The
+    realtime process's connections come from psycopg's pool (``DB_POOL_MAX_SIZE``), which bounds them."""
+    return database_sync_to_async(fn, thread_sensitive=False)
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def opening(lifecycle_id: str, since: int) -> tuple[Lifecycle | None, list[dict]]:
+    """What a stream opens with, in one trip to a database thread: the lifecycle and its events after
+    ``since``."""
+    lifecycle = Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id)).first() if is_uuid(lifecycle_id) else None
+    return lifecycle, (events_after(lifecycle, since) if lifecycle is not None else [])
+
+
+def events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
+    return [
+        {"seq": e.seq, "event": e.event, "at": e.at.isoformat(), "data": e.payload}
+        for e in selectors.timeline(lifecycle=lifecycle, after_seq=seq)
+    ]
+
+
+def final_outcome(lifecycle_id: str) -> dict:
+    """What a final event carries to the browser: ``result`` when completed, else a friendly ``error``."""
+    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).only("status", "result", "error").first()
+    if lifecycle is None:
+        return {"error": friendly_error(None)}
+    if lifecycle.status == "completed":
+        return {"result": lifecycle.result}
+    return {"error": friendly_error(lifecycle.error)}
+
+
+def outcome_in(event: dict) -> dict | None:
+    """A final event's outcome as its ``lifecycle.events`` message carries it (docs/events.md), or ``None``
+    when it does not (a result too big for the message): then :func:`final_outcome` reads it."""
+    if event.get("event") == "lifecycle.completed":
+        return {"result": event["result"]} if "result" in event else None
+    error = (event.get("data") or {}).get("error")
+    return {"error": friendly_error(error)} if isinstance(error, dict) and "code" in error else None
+
+
+def snapshot(lifecycle: Lifecycle) -> dict:
+    return {
+        "type": "snapshot",
+        "lifecycle": {
+            "id": str(lifecycle.id),
+            "status": lifecycle.status,
+            "model": lifecycle.model,
+            "created_at": lifecycle.created_at.isoformat(),
+            "metadata": lifecycle.metadata,
+            "result": lifecycle.result if lifecycle.status == "completed" else None,
+            "error": friendly_error(lifecycle.error) if lifecycle.error else None,
+            "last_seq": lifecycle.last_seq,
+        },
+    }
