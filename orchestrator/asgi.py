@@ -1,8 +1,10 @@
-"""The ASGI application daphne serves: HTTP (API, callbacks, admin) and WebSockets (realtime)."""
+"""The ASGI application daphne serves, the realtime process: WebSockets, and over HTTP what holds a request
+open (event streams, ``Prefer: wait``: orchestrator/urls_realtime.py)."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+os.environ.setdefault("ORCHESTRATOR_ASGI", "1")  # its HTTP: orchestrator/urls_realtime.py
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application

@@ -33,6 +33,9 @@ STEP_SECONDS = Histogram(
 PROVIDER_ATTEMPTS = Counter("provider_attempts", "Provider calls, by provider and outcome.", ["provider", "outcome"])
 WEBHOOK_ATTEMPTS = Counter("webhook_attempts", "Webhook attempts, by HTTP status class or failure.", ["status_class"])
 WEBSOCKETS = Gauge("websocket_connections", "Open lifecycle WebSockets.", multiprocess_mode="livesum")
+EVENT_STREAMS = Gauge(
+    "event_streams", "Open Server-Sent Event streams (GET /v1/lifecycles/{id}/events).", multiprocess_mode="livesum"
+)
 REALTIME_DROPPED = Counter(
     "realtime_messages_dropped", "Live messages dropped for a socket whose queue was full (it catches up by seq)."
 )

@@ -1,7 +1,11 @@
+"""Middleware for both processes that serve HTTP: each works sync (the web process, gunicorn) and async (the
+realtime process, daphne), so an async view never waits on Django's one sync thread."""
+
 from __future__ import annotations
 
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -12,13 +16,33 @@ from orchestrator.outages import Outage
 log = logging.getLogger(__name__)
 
 
-class BodySizeLimitMiddleware:
-    """Refuse oversized bodies with a JSON 413 before anything reads them."""
+class _Middleware:
+    """A middleware that is sync or async as the handler chain it sits in is."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+
+class BodySizeLimitMiddleware(_Middleware):
+    """Refuse oversized bodies with a JSON 413 before anything reads them."""
 
     def __call__(self, request):
+        refusal = self._refusal(request)
+        if self.is_async:
+            return self._acall(request, refusal)
+        return refusal or self.get_response(request)
+
+    async def _acall(self, request, refusal):
+        return refusal or await self.get_response(request)
+
+    @staticmethod
+    def _refusal(request):
         length = request.META.get("CONTENT_LENGTH") or "0"
         try:
             too_big = int(length) > settings.MAX_REQUEST_BYTES
@@ -26,21 +50,24 @@ class BodySizeLimitMiddleware:
             return json_error(400, "invalid_request", "Content-Length is not a number.")
         if too_big:
             return json_error(413, "payload_too_large", f"The body is larger than {settings.MAX_REQUEST_BYTES} bytes.")
-        return self.get_response(request)
+        return None
 
 
-class LogContextMiddleware:
+class LogContextMiddleware(_Middleware):
     """Every log line of a request carries its trace id (from its ``traceparent``, if it sent one)."""
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-
     def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
         with log_context(traceparent=request.headers.get("traceparent")):
             return self.get_response(request)
 
+    async def _acall(self, request):
+        with log_context(traceparent=request.headers.get("traceparent")):
+            return await self.get_response(request)
 
-class DatabaseUnavailableMiddleware:
+
+class DatabaseUnavailableMiddleware(_Middleware):
     """A request that meets PostgreSQL away (restarting, failing over) gets ``503`` with ``Retry-After``, a
     JSON error a client knows to retry, instead of a 500; the outage is logged once per process, not once per
     request. Nothing was written: every write is one transaction."""
@@ -48,11 +75,15 @@ class DatabaseUnavailableMiddleware:
     outage = Outage("web: PostgreSQL", log, remind_s=30)
     RETRY_AFTER_S = 2
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-
     def __call__(self, request):
-        response = self.get_response(request)
+        if self.is_async:
+            return self._acall(request)
+        return self._seen(self.get_response(request))
+
+    async def _acall(self, request):
+        return self._seen(await self.get_response(request))
+
+    def _seen(self, response):
         if self.outage.ongoing and response.status_code < 500:
             self.outage.ok()
         return response

@@ -98,6 +98,18 @@ MIDDLEWARE = [
 ROOT_URLCONF = "orchestrator.urls"
 ASGI_APPLICATION = "orchestrator.asgi.application"
 
+# The realtime process (orchestrator/asgi.py says so): its HTTP is what holds a request open (event streams,
+# Prefer: wait), served as coroutines, through middleware that is all async-capable: one sync-only
+# middleware would run every request on Django's one sync thread and hold it while the request waits.
+SERVES_ASGI = env.bool("ORCHESTRATOR_ASGI", default=False)
+if SERVES_ASGI:
+    ROOT_URLCONF = "orchestrator.urls_realtime"
+    MIDDLEWARE = [
+        "orchestrator.middleware.LogContextMiddleware",
+        "orchestrator.middleware.BodySizeLimitMiddleware",
+        "orchestrator.middleware.DatabaseUnavailableMiddleware",
+    ]
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

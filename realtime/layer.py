@@ -104,6 +104,11 @@ class FanOutLayer(BaseChannelLayer):
             raise RuntimeError(f"send() to {channel!r}: this layer only sends to channels of this process")
         here.put(channel, message)
 
+    async def forget(self, channel: str) -> None:
+        """Drop ``channel`` and its groups. A consumer's channel goes when its receive is cancelled; a stream
+        that reads its channel some other way (Server-Sent Events, a waiting request) says so here."""
+        self._here().drop(channel)
+
     async def group_add(self, group: str, channel: str) -> None:
         await self._here().join(group, channel)
 

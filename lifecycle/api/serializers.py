@@ -183,6 +183,8 @@ def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
         "self": f"{base}/v1/lifecycles/{lifecycle.id}",
         "timeline": f"{base}/v1/lifecycles/{lifecycle.id}/timeline",
         "websocket": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle.id}",
+        # Served where the sockets are (the realtime process, behind the same origin in production).
+        "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
     }
 
 

@@ -60,7 +60,7 @@ def test_one_proxy_is_the_public_origin_routing_sockets_to_realtime_and_the_rest
     assert any("docker/nginx.conf:/etc/nginx/conf.d/default.conf" in str(volume) for volume in proxy["volumes"])
     assert "proxy_pass http://realtime;" in locations["/ws/"]
     assert "proxy_set_header Upgrade $http_upgrade;" in locations["/ws/"]
-    assert "proxy_pass http://web;" in locations["/"]
+    assert "proxy_pass http://$api;" in locations["/"]  # web, or realtime for Prefer: wait
     assert "server web:8000;" in nginx and "server realtime:8001;" in nginx
     assert all("ports" not in compose["services"][name] for name in PROCFILE)  # only the proxy is published
 

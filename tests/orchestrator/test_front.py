@@ -3,6 +3,7 @@ WebSockets on one port, and the links the API hands out work with ``PUBLIC_BASE_
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -70,6 +71,38 @@ def test_http_and_websockets_share_the_fronts_port(stack, project_key):
         answer = raw_exchange(port, b"HELLO\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400 ")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
+    finally:
+        stop(front)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_request_on_a_keep_alive_connection_goes_where_it_is_served(stack, project_key):
+    """A waiting request and an event stream go to the realtime process, the rest to the web process, on one
+    connection (a browser's EventSource may reuse the connection of an earlier fetch)."""
+    front, port = start_front(web_port=stack.env["PORT"], realtime_port=stack.env["REALTIME_PORT"])
+    try:
+        _, api_key = project_key
+        with api_client(stack, api_key) as api:
+            lifecycle = create(api, {"model": "echo/x", "prompt": "one connection"})
+        auth = {"Authorization": f"Bearer {api_key}"}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", f"/v1/lifecycles/{lifecycle['id']}", headers=auth | {"Prefer": "wait=10"})
+        waited = conn.getresponse()
+        assert waited.status == 200 and json.loads(waited.read())["status"] == "completed"
+        assert waited.getheader("Preference-Applied") == "wait=10"  # only the realtime process applies it
+        socket_used = conn.sock
+
+        conn.request("GET", f"/v1/lifecycles/{lifecycle['id']}/events?token={lifecycle['ws_token']}")
+        stream = conn.getresponse()
+        assert stream.status == 200 and stream.getheader("Content-Type").startswith("text/event-stream")
+        assert b'"lifecycle.completed"' in stream.read()
+        assert conn.sock is socket_used
+
+        conn.request("GET", f"/v1/lifecycles/{lifecycle['id']}", headers=auth | {"Prefer": "respond-async"})
+        plain = conn.getresponse()
+        assert plain.status == 200 and plain.getheader("Preference-Applied") is None  # the web process
+        assert json.loads(plain.read())["id"] == lifecycle["id"]
+        conn.close()
     finally:
         stop(front)
 

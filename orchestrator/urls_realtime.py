@@ -1,0 +1,26 @@
+"""What the realtime process (daphne) serves over HTTP besides its WebSockets: what holds a request open,
+as a coroutine rather than a thread. nginx and ``make dev``'s front route these here; everything else is
+the web process's (orchestrator/urls.py)."""
+
+from django.urls import path, re_path
+
+from lifecycle.api import views as lifecycle_views
+from orchestrator import errors, health
+from realtime import sse
+from realtime.waiting import waiting
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("v1/lifecycles", waiting(lifecycle_views.LifecycleListCreateView.as_view()), name="lifecycle-list"),
+    path(
+        "v1/lifecycles/<uuid:lifecycle_id>",
+        waiting(lifecycle_views.LifecycleDetailView.as_view()),
+        name="lifecycle-detail",
+    ),
+    path("v1/lifecycles/<uuid:lifecycle_id>/events", sse.lifecycle_events, name="lifecycle-events"),
+    re_path(r"", errors.not_found),
+]
+
+handler404 = "orchestrator.errors.not_found"
+handler500 = "orchestrator.errors.server_error"
