@@ -2,9 +2,9 @@
 would rather not open a WebSocket (shared/ARCHITECTURE.md, Realtime).
 
 1. The same token as the socket's (``ws_token``, or a subscriber's), as ``?token=`` or
-   ``Authorization: Bearer``. A missing or bad token gets ``401``, a lifecycle the token does not open
-   ``404``, one stream too many for the token ``429``, PostgreSQL or Redis away ``503`` with
-   ``Retry-After``: all JSON, like the rest of the API.
+   ``Authorization: Bearer``, from any origin (CORS). A missing or bad token gets ``401``, a lifecycle the
+   token does not open ``404``, one stream too many for the token ``429``, PostgreSQL or Redis away
+   ``503`` with ``Retry-After``: all JSON, like the rest of the API.
 2. The same messages as the socket, each as one ``data:`` line of the same JSON; a timeline event's
    ``id:`` is its ``seq``, so a reconnecting ``EventSource`` resumes after what it had (``Last-Event-ID``;
    ``?since=`` does the same for other clients). After the final event the response ends, and a client
@@ -175,7 +175,30 @@ class _EventStreamResponse(StreamingHttpResponse):
         self.stream.closed()
 
 
+# A frontend on the customer's own domain is the intended client, and the token, not a cookie, is what
+# grants access (as for sockets, which have no origin check): any origin may read a stream it holds a
+# token for, and send the token as a Bearer header after a preflight.
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Last-Event-ID",
+    "Access-Control-Max-Age": "600",
+}
+
+
 async def lifecycle_events(request: HttpRequest, lifecycle_id) -> HttpResponse:
+    if request.method == "OPTIONS":
+        response = HttpResponse(status=204)
+    elif request.method != "GET":
+        response = json_error(405, "method_not_allowed", "Event streams are read with GET.")
+    else:
+        response = await _events(request, lifecycle_id)
+    for name, value in CORS.items():
+        response[name] = value
+    return response
+
+
+async def _events(request: HttpRequest, lifecycle_id) -> HttpResponse:
     token = _token(request)
     scope = tokens.verify(token) if token else None
     if scope is None:

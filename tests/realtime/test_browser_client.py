@@ -9,11 +9,11 @@ from tests.lifecycle.helpers import create, timeline
 pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 RUN_CLIENT = """
-async ([url, token]) => {
+async ([url, token, transport = "websocket"]) => {
   const { LifecycleSocket } = await import("/static/realtime/lifecycle-client.js");
   window.seen = { events: [], deltas: "", states: [], final: null };
   const socket = new LifecycleSocket({
-    url, token, maxBackoffMs: 500,
+    url, token, transport, maxBackoffMs: 500,
     onEvent: (e) => window.seen.events.push(e.seq),
     onDelta: (text) => { window.seen.deltas += text; },
     onConnection: (state) => window.seen.states.push(state),
@@ -25,12 +25,17 @@ async ([url, token]) => {
 """
 
 
-def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_or_repeats(api, stack, browser_page):
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_or_repeats(
+    api, stack, browser_page, transport
+):
     page = browser_page
     page.goto(f"{stack.base_url}/demo/")  # any page of the origin, to import the module from
     lifecycle = create(api, {"model": "echo/x", "prompt": "resilient", "params": {"latency_ms": 4000}})
+    # Over SSE from another origin (the realtime port): the stream allows it, as the socket does.
+    url = lifecycle["links"]["events" if transport == "sse" else "websocket"]
 
-    page.evaluate(RUN_CLIENT, [lifecycle["links"]["websocket"], lifecycle["ws_token"]])
+    page.evaluate(RUN_CLIENT, [url, lifecycle["ws_token"], transport])
     page.wait_for_function("window.seen.events.length >= 2", timeout=20_000)
     stack.kill("realtime")  # every socket drops at once
     stack.start("realtime")
@@ -43,13 +48,15 @@ def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_o
     assert seen["states"][-1] == "closed"
 
 
-def test_the_module_passes_streamed_output_to_on_delta(api, stack, browser_page):
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_the_module_passes_streamed_output_to_on_delta(api, stack, browser_page, transport):
     page = browser_page
     page.goto(f"{stack.base_url}/demo/")
     prompt = "one two three four five six seven eight"
     lifecycle = create(api, {"model": "echo/x", "prompt": prompt, "params": {"latency_ms": 1000, "stream": True}})
+    url = lifecycle["links"]["events" if transport == "sse" else "websocket"]
 
-    page.evaluate(RUN_CLIENT, [lifecycle["links"]["websocket"], lifecycle["ws_token"]])
+    page.evaluate(RUN_CLIENT, [url, lifecycle["ws_token"], transport])
     page.wait_for_function("window.seen.final !== null", timeout=20_000)
 
     seen = page.evaluate("window.seen")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from unittest import mock
 
 import httpx
 import pytest
+from django.conf import settings
 
+from realtime import tokens
 from tests.lifecycle.helpers import create, wait_status
 from tests.realtime.helpers import collect
 
@@ -127,3 +130,40 @@ def test_prefer_wait_answers_with_the_final_resource_once_it_ends(api, stack):
         assert capped.headers["preference-applied"] == "wait=60"
         invalid = waiting.post("/v1/lifecycles", json={"model": "echo/x"}, headers={"Prefer": "wait=5"})
         assert invalid.status_code == 400 and "error" in invalid.json()
+
+
+def test_a_stream_ends_when_its_token_expires_saying_so(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
+    signed_at = time.time() - settings.REALTIME_TOKEN_TTL_S + 3  # valid for 3 s more
+    with mock.patch("django.core.signing.time.time", return_value=signed_at):
+        token = tokens.mint(tokens.RealtimeScope(project_id=str(api.project.id), lifecycle_id=lifecycle["id"]))
+
+    started = time.monotonic()
+    response, events = read_events(f"{realtime_http(stack)}/v1/lifecycles/{lifecycle['id']}/events?token={token}")
+    assert response.status_code == 200
+    assert 2 <= time.monotonic() - started <= 10
+    assert events[0]["data"]["type"] == "snapshot"
+    assert events[-1]["data"] == {
+        "type": "error",
+        "error": {"code": "token_expired", "message": "The token has expired; reconnect with a new one."},
+    }
+
+
+def test_any_origin_may_read_a_stream_it_holds_a_token_for(api, stack):
+    lifecycle = create(api, {"model": "echo/x", "prompt": "cors"})
+    url = f"{realtime_http(stack)}/v1/lifecycles/{lifecycle['id']}/events"
+    preflight = httpx.options(
+        url,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, last-event-id",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert {"authorization", "last-event-id"} <= {
+        h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")
+    }
+    refused = httpx.get(url, headers={"Origin": "https://app.example"})  # no token: refused, readably
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"

@@ -1,8 +1,10 @@
-// Browser client for the lifecycle WebSocket. A dependency-free ES module.
+// Browser client for a lifecycle's stream, over its WebSocket or as Server-Sent Events. A dependency-free
+// ES module.
 //
 //   import { LifecycleSocket } from "/static/realtime/lifecycle-client.js";
 //   const socket = new LifecycleSocket({
 //     url: created.links.websocket, token: created.ws_token,
+//     // or, where WebSockets do not pass: url: created.links.events, transport: "sse",
 //     onSnapshot: (lifecycle) => {}, onEvent: (event) => {},
 //     onDelta: (text, offset) => {},  // streamed model output (params.stream), coalesced
 //     onCompleted: (result, event) => {}, onFailed: (error, event) => {},
@@ -12,7 +14,8 @@
 //   socket.connect();
 //
 // It reconnects with exponential backoff after a dropped connection and resumes after the last seq it
-// delivered, so every event reaches onEvent exactly once, in order.
+// delivered, so every event reaches onEvent exactly once, in order. Over SSE the browser's EventSource
+// reconnects by itself with Last-Event-ID; the module takes over when it gives up (an error status).
 
 const FINAL_EVENTS = new Set(["lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"]);
 const NORMAL_CLOSURE = 1000;
@@ -30,10 +33,12 @@ export class LifecycleSocket {
     onFailed = () => {},
     onConnection = () => {},
     refreshToken = null,
+    transport = "websocket",
     maxBackoffMs = 10000,
     maxReconnects = 20,
   }) {
     Object.assign(this, { url, token, onSnapshot, onEvent, onDelta, onCompleted, onFailed, onConnection, refreshToken });
+    this.transport = transport;
     this.lastSeq = since;
     this.maxBackoffMs = maxBackoffMs;
     this.maxReconnects = maxReconnects;
@@ -45,6 +50,10 @@ export class LifecycleSocket {
   connect() {
     this.onConnection(this.failures ? "reconnecting" : "connecting");
     const url = `${this.url}?token=${encodeURIComponent(this.token)}&since=${this.lastSeq}`;
+    if (this.transport === "sse") {
+      this.#connectEvents(url);
+      return;
+    }
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.onopen = () => {
@@ -66,9 +75,41 @@ export class LifecycleSocket {
     };
   }
 
+  #connectEvents(url) {
+    const source = new EventSource(url);
+    this.socket = source;
+    source.onopen = () => {
+      this.failures = 0;
+      this.onConnection("open");
+    };
+    source.onmessage = (message) => {
+      const parsed = JSON.parse(message.data);
+      if (parsed.type === "error" && parsed.error?.code === "token_expired") {
+        source.close();
+        this.#renew();
+        return;
+      }
+      this.#handle(parsed);
+      if (this.finished) {
+        source.close(); // the stream is over: EventSource would otherwise reconnect
+        this.onConnection("closed");
+      }
+    };
+    source.onerror = () => {
+      if (this.finished || this.socket !== source) return;
+      if (source.readyState === EventSource.CLOSED) {
+        this.#retry(); // an error status (503, 401...): EventSource gave up, our backoff takes over
+      } else {
+        this.onConnection("reconnecting"); // EventSource reconnects by itself, with Last-Event-ID
+      }
+    };
+  }
+
   close() {
     this.finished = true;
-    if (this.socket) this.socket.close(NORMAL_CLOSURE);
+    if (!this.socket) return;
+    if (this.transport === "sse") this.socket.close();
+    else this.socket.close(NORMAL_CLOSURE);
   }
 
   async #renew() {
