@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import signing
 
+from lifecycle.models import Lifecycle
+
 SALT = "realtime.token.v1"
 
 
@@ -45,3 +47,17 @@ def expires_at(token: str) -> float:
     """When a token :func:`verify` accepted stops being valid (Unix time): its signing time, which the
     signature covers (``value:timestamp:signature``), plus ``REALTIME_TOKEN_TTL_S``."""
     return signing.b62_decode(token.rsplit(":", 2)[-2]) + settings.REALTIME_TOKEN_TTL_S
+
+
+class StreamFollowing:
+    """What the ``202`` of a create carries to follow the lifecycle (lifecycle/following.py)."""
+
+    def token(self, lifecycle: Lifecycle) -> str:
+        return mint(RealtimeScope(project_id=str(lifecycle.project_id), lifecycle_id=str(lifecycle.id)))
+
+    def links(self, lifecycle: Lifecycle) -> dict[str, str]:
+        return {
+            "websocket": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle.id}",
+            # Served where the sockets are (the realtime process, behind the same origin in production).
+            "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
+        }

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from lifecycle import delivery as delivery_routing
+from lifecycle import following
 from lifecycle.models import Lifecycle, TimelineEvent
 from lifecycle.providers import PROVIDERS
 from lifecycle.services import LifecycleRequest
@@ -182,10 +183,7 @@ def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
     return {
         "self": f"{base}/v1/lifecycles/{lifecycle.id}",
         "timeline": f"{base}/v1/lifecycles/{lifecycle.id}/timeline",
-        "websocket": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle.id}",
-        # Served where the sockets are (the realtime process, behind the same origin in production).
-        "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
-    }
+    } | following.links(lifecycle)
 
 
 class LifecyclePageSerializer(serializers.Serializer):
@@ -200,7 +198,7 @@ class LifecycleAcceptedSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
     created_at = serializers.DateTimeField()
-    ws_token = serializers.CharField()
+    ws_token = serializers.CharField(allow_null=True)
     links = serializers.DictField(child=serializers.CharField())
 
 

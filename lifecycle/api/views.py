@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lifecycle import selectors, services
+from lifecycle import following, selectors, services
 from lifecycle.api.serializers import (
     LifecycleAcceptedSerializer,
     LifecycleCreateSerializer,
@@ -26,7 +26,6 @@ from lifecycle.models import Lifecycle
 from lifecycle.states import Status
 from orchestrator import metrics, telemetry
 from orchestrator.errors import Conflict
-from realtime import tokens
 
 MAX_IDEMPOTENCY_KEY = 255
 _METADATA_FILTER = re.compile(r"^metadata\[([A-Za-z0-9_\-]{1,64})\]$")
@@ -55,12 +54,11 @@ class LifecyclePagination(CursorPagination):
 
 
 def _accepted(lifecycle: Lifecycle) -> dict:
-    scope = tokens.RealtimeScope(project_id=str(lifecycle.project_id), lifecycle_id=str(lifecycle.id))
     return {
         "id": lifecycle.id,
         "status": lifecycle.status,
         "created_at": lifecycle.created_at,
-        "ws_token": tokens.mint(scope),
+        "ws_token": following.token(lifecycle),
         "links": lifecycle_links(lifecycle),
     }
 
