@@ -14,8 +14,9 @@ from lifecycle.models import Lifecycle
 
 
 class Following(Protocol):
-    def token(self, lifecycle: Lifecycle) -> str:
-        """A short-lived token that opens this lifecycle's stream, and nothing else."""
+    def token(self, lifecycle: Lifecycle, *, key_id: int) -> str:
+        """A short-lived token that opens this lifecycle's stream, and nothing else, for as long as the API
+        key ``key_id`` that asked for it is not revoked."""
 
     def links(self, lifecycle: Lifecycle) -> dict[str, str]:
         """Where its stream is followed (``websocket``, ``events``)."""
@@ -29,8 +30,8 @@ def register(following: Following) -> None:
     _following = following
 
 
-def token(lifecycle: Lifecycle) -> str | None:
-    return _following.token(lifecycle) if _following is not None else None
+def token(lifecycle: Lifecycle, *, key_id: int) -> str | None:
+    return _following.token(lifecycle, key_id=key_id) if _following is not None else None
 
 
 def links(lifecycle: Lifecycle) -> dict[str, str]:

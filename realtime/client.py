@@ -26,6 +26,7 @@ import websockets
 FINAL_EVENTS = frozenset({"lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"})
 CLOSE_NORMAL = 1000
 CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_KEY_REVOKED = 4403
 
 
 class LifecycleError(Exception):
@@ -112,6 +113,8 @@ class LifecycleClient:
                     if socket.close_code == CLOSE_NORMAL:
                         return  # the lifecycle was already over and we had seen its end
             except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_KEY_REVOKED:
+                    raise LifecycleError(403, {"code": "forbidden", "message": "token revoked"}) from exc
                 if exc.rcvd is not None and exc.rcvd.code == CLOSE_TOKEN_EXPIRED:  # a fresh one, and on at once
                     minted = await self._request("POST", "/v1/realtime/tokens", json={"lifecycle_id": created.id})
                     token = minted["token"]

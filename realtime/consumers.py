@@ -49,6 +49,7 @@ CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_KEY_REVOKED = 4403
 MAX_MESSAGE = 4096  # characters: a ping is 16
 
 
@@ -56,6 +57,7 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
     """What both sockets share: the per-token connection count, and one channel-layer group to follow."""
 
     group: str | None = None
+    key_id: int | None = None  # the API key that minted the token (revoked: the socket closes)
     counted_token: str | None = None
     expiry: asyncio.TimerHandle | None = None
     closing_for_expiry: asyncio.Future | None = None
@@ -77,6 +79,11 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
 
     def _token_expired(self) -> None:
         self.closing_for_expiry = asyncio.ensure_future(self.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired"))
+
+    async def revoke(self) -> None:
+        """The API key that minted the token was revoked: what it opened closes."""
+        self.finished = True
+        await self.close(code=CLOSE_KEY_REVOKED, reason="token revoked")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
         """Whatever a client sends is parsed here, never by the base class (which would raise on a binary
@@ -145,6 +152,7 @@ class LifecycleConsumer(LifecycleFollower, _CountedSocket):
         if scope is None or not is_uuid(lifecycle_id) or scope.lifecycle_id not in (None, lifecycle_id):
             await self.close()  # refused before any database read: the handshake fails, nothing is sent
             return
+        self.key_id = scope.key_id
         try:
             since = max(0, int((query.get("since") or ["0"])[0]))
         except ValueError:
@@ -153,16 +161,20 @@ class LifecycleConsumer(LifecycleFollower, _CountedSocket):
         # trip to the database for the lifecycle (which also authorises a subscriber's token) and its events.
         try:
             await self.join(lifecycle_group(lifecycle_id))
-            lifecycle, events = await in_db_thread(opening)(lifecycle_id, since)
+            lifecycle, events = await in_db_thread(opening)(lifecycle_id, since, scope.key_id)
         except Exception as exc:
             if not transient(exc):
                 raise
             await self._try_again_later(exc)
             return
-        allowed = lifecycle is not None and scope.allows(
-            project_id=str(lifecycle.project_id),
-            lifecycle_id=str(lifecycle.id),
-            user_id=lifecycle.subscriber.get("user_id"),
+        allowed = (
+            lifecycle is not None
+            and not lifecycle.key_revoked
+            and scope.allows(
+                project_id=str(lifecycle.project_id),
+                lifecycle_id=str(lifecycle.id),
+                user_id=lifecycle.subscriber.get("user_id"),
+            )
         )
         if not allowed:
             await self.leave()
@@ -212,7 +224,11 @@ class SubscriberConsumer(_CountedSocket):
         if scope is None or scope.user_id is None:
             await self.close()  # only subscriber-scoped tokens open this stream
             return
+        self.key_id = scope.key_id
         try:
+            if scope.key_id is not None and await in_db_thread(tokens.revoked_keys)({scope.key_id}):
+                await self.close()
+                return
             if not await self.admit(token):
                 return
             await self.join(subscriber_group(scope.project_id, scope.user_id))

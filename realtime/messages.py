@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 
 from channels.db import database_sync_to_async
+from django.db.models import Exists, Value
 
 from lifecycle import selectors
-from lifecycle.models import Lifecycle
+from lifecycle.models import ApiKey, Lifecycle
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL
 from realtime.payloads import friendly_error
 
@@ -31,11 +32,21 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-def opening(lifecycle_id: str, since: int) -> tuple[Lifecycle | None, list[dict]]:
-    """What a stream opens with, in one trip to a database thread: the lifecycle and its events after
+def opening(lifecycle_id: str, since: int, key_id: int | None = None) -> tuple[Lifecycle | None, list[dict]]:
+    """What a stream opens with, in one trip to a database thread: the lifecycle (with ``key_revoked``:
+    whether the API key that minted the token was revoked, read in the same query) and its events after
     ``since``."""
-    lifecycle = Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id)).first() if is_uuid(lifecycle_id) else None
-    return lifecycle, (events_after(lifecycle, since) if lifecycle is not None else [])
+    if not is_uuid(lifecycle_id):
+        return None, []
+    revoked = ApiKey.objects.filter(pk=key_id, revoked_at__isnull=False)
+    lifecycle = (
+        Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id))
+        .annotate(key_revoked=Exists(revoked) if key_id is not None else Value(False))
+        .first()
+    )
+    if lifecycle is None or lifecycle.key_revoked:
+        return lifecycle, []
+    return lifecycle, events_after(lifecycle, since)
 
 
 def events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:

@@ -13,6 +13,7 @@ from typing import Protocol
 from django.conf import settings
 
 from lifecycle.models import Lifecycle
+from realtime import tokens
 from realtime.messages import in_db_thread
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class Followed(Protocol):
     """A stream the resync looks after."""
 
     channel_layer: object
+    key_id: int | None  # the API key that minted the stream's token
 
     @property
     def lifecycle_id(self) -> str | None: ...
@@ -29,6 +31,8 @@ class Followed(Protocol):
     def behind(self, last_seqs: dict[str, int]) -> bool: ...
 
     async def catch_up(self) -> None: ...
+
+    async def revoke(self) -> None: ...
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
@@ -49,6 +53,7 @@ class Resync:
     Redis (whatever was published meanwhile never reached this process) and every ``REALTIME_RESYNC_S``
     besides (a live message dropped for a full queue, with no later event to reveal the gap):
 
+    0. Streams opened with tokens of an API key since revoked close (one query for every key in use).
     1. One query reads how far each followed lifecycle has got.
     2. Only the sockets behind catch up from the database: after a resubscription, behind what the database
        holds now; otherwise behind what it held at the previous resync. (An event committed a moment ago is
@@ -95,7 +100,7 @@ class Resync:
                 log.warning("realtime: resync of %d sockets failed: %s", len(self.sockets), exc)
 
     async def once(self, *, resubscribed: bool = True) -> None:
-        sockets = list(self.sockets)
+        sockets = await self._without_revoked(list(self.sockets))
         following = sorted({socket.lifecycle_id for socket in sockets} - {None})
         seqs = await in_db_thread(_last_seqs)(following) if following else {}
         reference, self.previous = (seqs if resubscribed else self.previous), seqs
@@ -106,6 +111,20 @@ class Resync:
             failed += sum(isinstance(result, Exception) for result in results)
         if failed:
             log.warning("realtime: resync: catching up failed for %d of %d sockets", failed, len(behind))
+
+    async def _without_revoked(self, sockets: list[Followed]) -> list[Followed]:
+        """Close what tokens of revoked API keys opened (one query for every key in use), and return the
+        rest. A revoked key's streams so end within ``REALTIME_RESYNC_S``; new ones are refused at once."""
+        keys = {socket.key_id for socket in sockets} - {None}
+        revoked = await in_db_thread(tokens.revoked_keys)(keys) if keys else set()
+        if not revoked:
+            return sockets
+        gone = [socket for socket in sockets if socket.key_id in revoked]
+        for socket in gone:
+            self.discard(socket)
+        await asyncio.gather(*(socket.revoke() for socket in gone), return_exceptions=True)
+        log.info("realtime: closed %d streams opened with tokens of a revoked API key", len(gone))
+        return [socket for socket in sockets if socket.key_id not in revoked]
 
 
 resync = Resync()

@@ -73,6 +73,7 @@ class EventStream(LifecycleFollower):
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.key_id: int | None = None
         self.channel_layer = get_channel_layer()
         self.channel: str | None = None
         self.group: str | None = None
@@ -124,6 +125,13 @@ class EventStream(LifecycleFollower):
         except Exception as exc:  # a catch-up that met the database away: the client resumes from its last id
             log.warning("realtime: an event stream of %s ends early: %s", self.lifecycle_id, exc)
             await self.end()
+
+    async def revoke(self) -> None:
+        """The API key that minted the token was revoked: the stream ends, saying so."""
+        self.finished = True
+        error = {"code": "token_revoked", "message": "The key that issued this token was revoked."}
+        self.out.put_nowait(frame({"type": "error", "error": error}))
+        self.out.put_nowait(None)
 
     def _token_expired(self) -> None:
         error = {"code": "token_expired", "message": "The token has expired; reconnect with a new one."}
@@ -208,6 +216,7 @@ async def _events(request: HttpRequest, lifecycle_id) -> HttpResponse:
         return json_error(404, "not_found", "No such lifecycle.")
     since = _since(request)
     stream = EventStream(token)
+    stream.key_id = scope.key_id
     try:
         response = await _open(stream, scope, lifecycle_id, since)
     except BaseException:  # the client gone (cancelled) or an error: nothing stays held
@@ -222,7 +231,7 @@ async def _open(stream: EventStream, scope: tokens.RealtimeScope, lifecycle_id: 
     try:
         # Join the group before reading, as a socket does: nothing committed from now on is missed.
         await stream.join(lifecycle_id)
-        lifecycle, events = await in_db_thread(opening)(lifecycle_id, since)
+        lifecycle, events = await in_db_thread(opening)(lifecycle_id, since, scope.key_id)
     except Exception as exc:
         if not transient(exc):
             raise
@@ -231,6 +240,8 @@ async def _open(stream: EventStream, scope: tokens.RealtimeScope, lifecycle_id: 
         response["Retry-After"] = "2"
         return response
     _outage.ok()
+    if lifecycle is not None and lifecycle.key_revoked:
+        return json_error(401, "unauthorized", "The key that issued this token was revoked.")
     allowed = lifecycle is not None and scope.allows(
         project_id=str(lifecycle.project_id), lifecycle_id=lifecycle_id, user_id=lifecycle.subscriber.get("user_id")
     )

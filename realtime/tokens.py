@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import signing
 
-from lifecycle.models import Lifecycle
+from lifecycle.models import ApiKey, Lifecycle
 
 SALT = "realtime.token.v1"
 
@@ -21,6 +21,7 @@ class RealtimeScope:
     project_id: str
     lifecycle_id: str | None = None  # one lifecycle...
     user_id: str | None = None  # ...or every lifecycle of this subscriber
+    key_id: int | None = None  # the API key that minted it: revoking the key closes what the token opened
 
     def allows(self, *, project_id: str, lifecycle_id: str, user_id: str | None) -> bool:
         if project_id != self.project_id:
@@ -31,14 +32,15 @@ class RealtimeScope:
 
 
 def mint(scope: RealtimeScope) -> str:
-    return signing.dumps({"p": scope.project_id, "l": scope.lifecycle_id, "u": scope.user_id}, salt=SALT)
+    data = {"p": scope.project_id, "l": scope.lifecycle_id, "u": scope.user_id, "k": scope.key_id}
+    return signing.dumps(data, salt=SALT)
 
 
 def verify(token: str) -> RealtimeScope | None:
     """The scope of a valid, unexpired token; ``None`` for anything else."""
     try:
         data = signing.loads(token, salt=SALT, max_age=settings.REALTIME_TOKEN_TTL_S)
-        return RealtimeScope(project_id=data["p"], lifecycle_id=data["l"], user_id=data["u"])
+        return RealtimeScope(project_id=data["p"], lifecycle_id=data["l"], user_id=data["u"], key_id=data.get("k"))
     except (signing.BadSignature, KeyError, TypeError):
         return None
 
@@ -52,8 +54,9 @@ def expires_at(token: str) -> float:
 class StreamFollowing:
     """What the ``202`` of a create carries to follow the lifecycle (lifecycle/following.py)."""
 
-    def token(self, lifecycle: Lifecycle) -> str:
-        return mint(RealtimeScope(project_id=str(lifecycle.project_id), lifecycle_id=str(lifecycle.id)))
+    def token(self, lifecycle: Lifecycle, *, key_id: int) -> str:
+        scope = RealtimeScope(project_id=str(lifecycle.project_id), lifecycle_id=str(lifecycle.id), key_id=key_id)
+        return mint(scope)
 
     def links(self, lifecycle: Lifecycle) -> dict[str, str]:
         return {
@@ -61,3 +64,8 @@ class StreamFollowing:
             # Served where the sockets are (the realtime process, behind the same origin in production).
             "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
         }
+
+
+def revoked_keys(key_ids: set[int]) -> set[int]:
+    """Which of these API keys have been revoked (one query)."""
+    return set(ApiKey.objects.filter(pk__in=key_ids, revoked_at__isnull=False).values_list("pk", flat=True))

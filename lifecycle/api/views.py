@@ -53,12 +53,12 @@ class LifecyclePagination(CursorPagination):
             raise exceptions.ValidationError({"cursor": message}) from exc
 
 
-def _accepted(lifecycle: Lifecycle) -> dict:
+def _accepted(lifecycle: Lifecycle, request: Request) -> dict:
     return {
         "id": lifecycle.id,
         "status": lifecycle.status,
         "created_at": lifecycle.created_at,
-        "ws_token": following.token(lifecycle),
+        "ws_token": following.token(lifecycle, key_id=request.auth.pk),
         "links": lifecycle_links(lifecycle),
     }
 
@@ -107,7 +107,8 @@ class LifecycleListCreateView(generics.GenericAPIView):
             raise Conflict("This Idempotency-Key was already used with a different request body.") from exc
         if created:
             metrics.ACCEPTED.inc()
-        return Response(LifecycleAcceptedSerializer(_accepted(lifecycle)).data, status=status.HTTP_202_ACCEPTED)
+        accepted = LifecycleAcceptedSerializer(_accepted(lifecycle, request)).data
+        return Response(accepted, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="lifecycles_list",
@@ -184,4 +185,4 @@ class LifecycleReplayView(APIView):
     def post(self, request: Request, lifecycle_id) -> Response:
         original = _lifecycle_or_404(request, lifecycle_id)
         replay = services.lifecycle_replay(lifecycle=original, traceparent=request.headers.get("traceparent"))
-        return Response(LifecycleAcceptedSerializer(_accepted(replay)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(LifecycleAcceptedSerializer(_accepted(replay, request)).data, status=status.HTTP_202_ACCEPTED)

@@ -47,6 +47,7 @@ class RealtimeTokenView(APIView):
             project_id=str(project.id),
             lifecycle_id=str(lifecycle_id) if lifecycle_id else None,
             user_id=serializer.validated_data.get("user_id"),
+            key_id=request.auth.pk,
         )
         body = {
             "token": tokens.mint(scope),

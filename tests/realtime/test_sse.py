@@ -4,6 +4,7 @@ over HTTP, as a client that cannot open a WebSocket would use them."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from unittest import mock
 
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from django.conf import settings
 
+from lifecycle.services import api_key_create, api_key_revoke
 from realtime import tokens
+from tests.conftest import api_client
 from tests.lifecycle.helpers import create, wait_status
 from tests.realtime.helpers import collect
 
@@ -167,3 +170,19 @@ def test_any_origin_may_read_a_stream_it_holds_a_token_for(api, stack):
     }
     refused = httpx.get(url, headers={"Origin": "https://app.example"})  # no token: refused, readably
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
+
+
+def test_revoking_the_key_ends_its_streams_and_refuses_new_ones(api, stack):
+    key, raw_key = api_key_create(project=api.project, name="frontend issuer")
+    with api_client(stack, raw_key) as issuer:
+        lifecycle = create(issuer, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
+    url = f"{realtime_http(stack)}/v1/lifecycles/{lifecycle['id']}/events?token={lifecycle['ws_token']}"
+    threading.Timer(1.0, api_key_revoke, kwargs={"key": key}).start()
+
+    started = time.monotonic()
+    response, events = read_events(url)
+    assert response.status_code == 200
+    assert time.monotonic() - started < settings.REALTIME_RESYNC_S + 6
+    assert events[-1]["data"]["error"]["code"] == "token_revoked"
+    again = httpx.get(url, timeout=10)
+    assert again.status_code == 401 and again.json()["error"]["code"] == "unauthorized"

@@ -12,6 +12,7 @@ import redis
 import websockets
 from django.conf import settings
 
+from lifecycle.services import api_key_create, api_key_revoke
 from realtime import limits, tokens
 from tests.conftest import api_client, make_project
 from tests.embedded_servers import embedded_stack
@@ -291,3 +292,26 @@ def test_an_open_socket_still_gets_every_event_after_redis_restarts_empty(api, s
     assert messages[-1]["result"] == "through a restart"
     assert close_code == 1000
     assert seqs(messages) == [e["seq"] for e in timeline(api, lifecycle["id"])]
+
+
+def test_revoking_the_key_closes_what_its_tokens_opened_and_refuses_them(api, stack):
+    key, raw_key = api_key_create(project=api.project, name="frontend issuer")
+    with api_client(stack, raw_key) as issuer:
+        lifecycle = create(issuer, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
+    url = ws_url(stack, lifecycle["id"], lifecycle["ws_token"])
+
+    async def revoked_while_open():
+        async with websockets.connect(url, open_timeout=10) as socket:
+            assert json.loads(await socket.recv())["type"] == "snapshot"
+            await asyncio.to_thread(api_key_revoke, key=key)
+            started = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                async with asyncio.timeout(15):
+                    while True:
+                        await socket.recv()
+            return socket.close_code, time.monotonic() - started
+
+    close_code, took = asyncio.run(revoked_while_open())
+    assert close_code == 4403
+    assert took < settings.REALTIME_RESYNC_S + 5
+    assert refused(url) == 403  # and no socket opens with it again

@@ -8,7 +8,7 @@
 //     onSnapshot: (lifecycle) => {}, onEvent: (event) => {},
 //     onDelta: (text, offset) => {},  // streamed model output (params.stream), coalesced
 //     onCompleted: (result, event) => {}, onFailed: (error, event) => {},
-//     onConnection: (state) => {},   // "connecting" | "open" | "reconnecting" | "expired" | "closed"
+//     onConnection: (state) => {},   // "connecting" | "open" | "reconnecting" | "expired" | "revoked" | "closed"
 //     refreshToken: async () => "…",  // optional: a fresh token from your backend when one expires
 //   });
 //   socket.connect();
@@ -20,6 +20,7 @@
 const FINAL_EVENTS = new Set(["lifecycle.completed", "lifecycle.failed", "lifecycle.cancelled"]);
 const NORMAL_CLOSURE = 1000;
 const TOKEN_EXPIRED = 4401;
+const KEY_REVOKED = 4403;
 
 export class LifecycleSocket {
   constructor({
@@ -71,6 +72,11 @@ export class LifecycleSocket {
         this.#renew();
         return;
       }
+      if (close.code === KEY_REVOKED) {
+        this.finished = true;
+        this.onConnection("revoked");
+        return;
+      }
       this.#retry();
     };
   }
@@ -87,6 +93,12 @@ export class LifecycleSocket {
       if (parsed.type === "error" && parsed.error?.code === "token_expired") {
         source.close();
         this.#renew();
+        return;
+      }
+      if (parsed.type === "error" && parsed.error?.code === "token_revoked") {
+        source.close();
+        this.finished = true;
+        this.onConnection("revoked");
         return;
       }
       this.#handle(parsed);
