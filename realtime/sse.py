@@ -142,13 +142,15 @@ class EventStream(LifecycleFollower):
         self.started = True
         expiry = self.loop.call_later(max(0.0, tokens.expires_at(self.token) - time.time()), self._token_expired)
         metrics.EVENT_STREAMS.inc()
-        pump = asyncio.create_task(self._pump())
-        if settings.REALTIME_RESYNC_S > 0:
-            resync.add(self)
+        pump = None
         try:
-            yield b"retry: %d\n\n" % RETRY_MS
+            # What the stream opens with is queued before anything live is taken from the channel.
             await self.emit(snapshot(self.lifecycle))
             await self.send_events(events)
+            pump = asyncio.create_task(self._pump())
+            if settings.REALTIME_RESYNC_S > 0:
+                resync.add(self)
+            yield b"retry: %d\n\n" % RETRY_MS
             while True:
                 try:
                     chunk = await asyncio.wait_for(self.out.get(), KEEPALIVE_S)
@@ -166,7 +168,8 @@ class EventStream(LifecycleFollower):
                 yield b"".join(chunks)
         finally:
             expiry.cancel()
-            pump.cancel()
+            if pump is not None:
+                pump.cancel()
             metrics.EVENT_STREAMS.dec()
             await self.abandon()
 
