@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from channels.db import database_sync_to_async
-from django.db.models import Exists, Value
+from django.contrib.postgres.aggregates import JSONBAgg
+from django.db.models import Exists, JSONField, OuterRef, Subquery, Value
+from django.db.models.functions import JSONObject
 
 from lifecycle import selectors
-from lifecycle.models import ApiKey, Lifecycle
+from lifecycle.models import ApiKey, Lifecycle, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL
 from realtime.payloads import friendly_error
 
@@ -33,20 +36,32 @@ def is_uuid(value: str) -> bool:
 
 
 def opening(lifecycle_id: str, since: int, key_id: int | None = None) -> tuple[Lifecycle | None, list[dict]]:
-    """What a stream opens with, in one trip to a database thread: the lifecycle (with ``key_revoked``:
-    whether the API key that minted the token was revoked, read in the same query) and its events after
-    ``since``."""
+    """What a stream opens with, in one query: the lifecycle, whether the API key that minted the token was
+    revoked since (``key_revoked``), and its events after ``since``."""
     if not is_uuid(lifecycle_id):
         return None, []
+    events = (
+        TimelineEvent.objects.filter(lifecycle=OuterRef("pk"), seq__gt=since)
+        .order_by()
+        .values("lifecycle")
+        .annotate(items=JSONBAgg(JSONObject(seq="seq", event="event", at="at", data="payload"), order_by="seq"))
+        .values("items")
+    )
     revoked = ApiKey.objects.filter(pk=key_id, revoked_at__isnull=False)
     lifecycle = (
         Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id))
-        .annotate(key_revoked=Exists(revoked) if key_id is not None else Value(False))
+        .annotate(
+            key_revoked=Exists(revoked) if key_id is not None else Value(False),
+            events_after=Subquery(events, output_field=JSONField()),
+        )
         .first()
     )
     if lifecycle is None or lifecycle.key_revoked:
         return lifecycle, []
-    return lifecycle, events_after(lifecycle, since)
+    # The timestamps as every other message has them (PostgreSQL's JSON trims the microseconds).
+    return lifecycle, [
+        item | {"at": datetime.fromisoformat(item["at"]).isoformat()} for item in lifecycle.events_after or []
+    ]
 
 
 def events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
