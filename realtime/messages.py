@@ -6,10 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import orjson
 from channels.db import database_sync_to_async
-from django.contrib.postgres.aggregates import JSONBAgg
-from django.db.models import Exists, JSONField, OuterRef, Subquery, Value
-from django.db.models.functions import JSONObject
 
 from lifecycle import selectors
 from lifecycle.models import ApiKey, Lifecycle, TimelineEvent
@@ -37,31 +35,34 @@ def is_uuid(value: str) -> bool:
 
 def opening(lifecycle_id: str, since: int, key_id: int | None = None) -> tuple[Lifecycle | None, list[dict]]:
     """What a stream opens with, in one query: the lifecycle, whether the API key that minted the token was
-    revoked since (``key_revoked``), and its events after ``since``."""
+    revoked since (``key_revoked``), and its events after ``since``. Written as SQL: the ORM's compilation of
+    the same query cost more CPU than the two queries it replaces."""
     if not is_uuid(lifecycle_id):
         return None, []
-    events = (
-        TimelineEvent.objects.filter(lifecycle=OuterRef("pk"), seq__gt=since)
-        .order_by()
-        .values("lifecycle")
-        .annotate(items=JSONBAgg(JSONObject(seq="seq", event="event", at="at", data="payload"), order_by="seq"))
-        .values("items")
-    )
-    revoked = ApiKey.objects.filter(pk=key_id, revoked_at__isnull=False)
-    lifecycle = (
-        Lifecycle.objects.filter(id=uuid.UUID(lifecycle_id))
-        .annotate(
-            key_revoked=Exists(revoked) if key_id is not None else Value(False),
-            events_after=Subquery(events, output_field=JSONField()),
-        )
-        .first()
-    )
-    if lifecycle is None or lifecycle.key_revoked:
+    rows = list(Lifecycle.objects.raw(_OPENING_SQL, [key_id, since, lifecycle_id]))
+    if not rows:
+        return None, []
+    lifecycle = rows[0]
+    if lifecycle.key_revoked or not lifecycle.events_after:
         return lifecycle, []
+    events = lifecycle.events_after
+    if isinstance(events, str | bytes):
+        events = orjson.loads(events)
     # The timestamps as every other message has them (PostgreSQL's JSON trims the microseconds).
-    return lifecycle, [
-        item | {"at": datetime.fromisoformat(item["at"]).isoformat()} for item in lifecycle.events_after or []
-    ]
+    return lifecycle, [item | {"at": datetime.fromisoformat(item["at"]).isoformat()} for item in events]
+
+
+_OPENING_SQL = f"""
+SELECT l.*,
+       EXISTS (SELECT 1 FROM {ApiKey._meta.db_table} k
+               WHERE k.id = %s AND k.revoked_at IS NOT NULL) AS key_revoked,
+       (SELECT json_agg(json_build_object('seq', e.seq, 'event', e.event, 'at', e.at, 'data', e.payload)
+                        ORDER BY e.seq)
+          FROM {TimelineEvent._meta.db_table} e
+         WHERE e.lifecycle_id = l.id AND e.seq > %s) AS events_after
+  FROM {Lifecycle._meta.db_table} l
+ WHERE l.id = %s
+"""  # noqa: S608 - table names from the models, values as parameters
 
 
 def events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:

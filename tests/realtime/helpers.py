@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from unittest import mock
 
 import websockets
+from django.conf import settings
+
+from realtime import tokens
 
 
 def ws_url(stack, lifecycle_id: str, token: str, since: int | None = None) -> str:
@@ -41,3 +46,10 @@ def refused(url: str) -> int:
             return exc.response.status_code
 
     return asyncio.run(attempt())
+
+
+def token_expiring_in(seconds: float, **scope) -> str:
+    """A realtime token for ``scope`` that stays valid for ``seconds`` more."""
+    signed_at = time.time() - settings.REALTIME_TOKEN_TTL_S + seconds
+    with mock.patch("django.core.signing.time.time", return_value=signed_at):
+        return tokens.mint(tokens.RealtimeScope(**scope))

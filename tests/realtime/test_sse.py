@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from unittest import mock
 
 import httpx
 import pytest
 from django.conf import settings
 
 from lifecycle.services import api_key_create, api_key_revoke
-from realtime import tokens
 from tests.conftest import api_client
 from tests.lifecycle.helpers import create, wait_status
-from tests.realtime.helpers import collect
+from tests.realtime.helpers import collect, token_expiring_in
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -137,9 +135,7 @@ def test_prefer_wait_answers_with_the_final_resource_once_it_ends(api, stack):
 
 def test_a_stream_ends_when_its_token_expires_saying_so(api, stack):
     lifecycle = create(api, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
-    signed_at = time.time() - settings.REALTIME_TOKEN_TTL_S + 3  # valid for 3 s more
-    with mock.patch("django.core.signing.time.time", return_value=signed_at):
-        token = tokens.mint(tokens.RealtimeScope(project_id=str(api.project.id), lifecycle_id=lifecycle["id"]))
+    token = token_expiring_in(3, project_id=str(api.project.id), lifecycle_id=lifecycle["id"])
 
     started = time.monotonic()
     response, events = read_events(f"{realtime_http(stack)}/v1/lifecycles/{lifecycle['id']}/events?token={token}")

@@ -18,7 +18,7 @@ from tests.conftest import api_client, make_project
 from tests.embedded_servers import embedded_stack
 from tests.lifecycle.helpers import create, timeline, wait_status
 from tests.processes import poll_until
-from tests.realtime.helpers import collect, refused, ws_url
+from tests.realtime.helpers import collect, refused, token_expiring_in, ws_url
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -141,9 +141,7 @@ def test_tokens_for_another_tenant_another_lifecycle_or_expired_are_refused(api,
 
 def test_a_socket_closes_when_its_token_expires(api, stack):
     lifecycle = create(api, {"model": "echo/x", "prompt": "slow", "params": {"latency_ms": 20000}})
-    signed_at = time.time() - settings.REALTIME_TOKEN_TTL_S + 3  # valid for 3 s more
-    with mock.patch("django.core.signing.time.time", return_value=signed_at):
-        token = tokens.mint(tokens.RealtimeScope(project_id=str(api.project.id), lifecycle_id=lifecycle["id"]))
+    token = token_expiring_in(3, project_id=str(api.project.id), lifecycle_id=lifecycle["id"])
 
     started = time.monotonic()
     messages, close_code = collect(ws_url(stack, lifecycle["id"], token), timeout=15)
