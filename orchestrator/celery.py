@@ -7,6 +7,8 @@ from celery import Celery, Task
 from celery.beat import PersistentScheduler
 from celery.signals import task_postrun, task_prerun
 from celery.worker.consumer import Consumer
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 
@@ -82,6 +84,40 @@ class WorkerConsumer(Consumer):
             super().on_connection_error_after_connected(exc)
         except AttributeError as error:
             log.warning("worker: closing the lost broker connection failed (%r); reconnecting anyway", error)
+
+
+class _QoS(kombu_redis.QoS):
+    """Acknowledging a message whose connection was lost (Redis restarted while its task ran, with
+    ``acks_late``) raised an ``AttributeError`` from kombu's Redis channel, whose connection details are gone,
+    and that stopped the worker ("Unrecoverable error"). There is nothing left to acknowledge on a dead
+    connection: the message's bookkeeping is dropped here, and Redis, if it kept the message, gives it back
+    after its visibility timeout, which the delivery's claim makes harmless (a repeat is a no-op)."""
+
+    def ack(self, delivery_tag):
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            self._lost(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            self._lost(delivery_tag)
+
+    def _lost(self, delivery_tag) -> None:
+        log.warning("worker: the broker connection of a finished task is gone; not acknowledging it there")
+        virtual.QoS.ack(self, delivery_tag)
+
+
+class _Channel(kombu_redis.Channel):
+    QoS = _QoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport (``CELERY_BROKER_TRANSPORT``), riding out a Redis restart under a running task."""
+
+    Channel = _Channel
 
 
 def kombu_errors() -> tuple[type[BaseException], ...]:

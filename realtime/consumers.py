@@ -47,7 +47,9 @@ _outage = Outage("realtime: PostgreSQL or Redis (opening sockets)", log)
 
 CLOSE_NORMAL = 1000
 CLOSE_TOO_MANY = 4429
-CLOSE_TRY_AGAIN_LATER = 1013
+# 1013 (try again later) would say it, but the protocol keeps 1001-2999 for itself: autobahn refuses to send
+# them from an application, so it is 4013 here.
+CLOSE_TRY_AGAIN_LATER = 4013
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_KEY_REVOKED = 4403
 MAX_MESSAGE = 4096  # characters: a ping is 16
@@ -112,7 +114,7 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
             self.group = None
 
     async def _try_again_later(self, exc: BaseException) -> None:
-        """PostgreSQL or Redis is away: accept and close at once with 1013 (try again later), which clients
+        """PostgreSQL or Redis is away: accept and close at once with 4013 (try again later), which clients
         answer by reconnecting with backoff and ``since=`` (a refused handshake would read as a bad token)."""
         _outage.failed(exc)
         with contextlib.suppress(Exception):

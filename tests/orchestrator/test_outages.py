@@ -12,7 +12,8 @@ from django.db import connection
 
 from tests.embedded_servers import embedded_stack
 from tests.lifecycle.helpers import wait_status
-from tests.webhooks.helpers import endpoint
+from tests.processes import poll_until
+from tests.webhooks.helpers import endpoint, received
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -58,3 +59,18 @@ def test_every_process_rides_out_a_dependency_restart(api, stack, customer_backe
 
     exited = {name: proc.returncode for name, proc in stack.procs.items() if proc.poll() is not None}
     assert exited == {}
+
+
+def test_a_delivery_attempt_running_through_a_redis_restart_leaves_the_worker_running(api, stack, customer_backend):
+    """The attempt's task finishes after its broker connection is gone, and acknowledging it there once
+    stopped the worker ("Unrecoverable error" in kombu's Redis channel). The lifecycle still completes."""
+    _, scenario = endpoint(api, customer_backend, "hang,data")  # the first attempt hangs past its timeout
+    lifecycle = submit(api, "through the restart")
+    poll_until(lambda: received(customer_backend, scenario), bool, timeout=30, what="the first attempt arrived")
+    restart_redis()  # while that attempt is in flight
+
+    done = wait_status(api, lifecycle["id"], timeout=45)
+    assert done["status"] == "completed", done
+    assert stack.alive("worker"), stack.log("worker")[-3000:]
+    after = wait_status(api, submit(api, "and after")["id"], timeout=30)
+    assert after["status"] == "completed", after
