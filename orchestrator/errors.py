@@ -59,6 +59,16 @@ def json_error(status_code: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status_code)
 
 
+RETRY_AFTER_S = 2
+
+
+def unavailable() -> JsonResponse:
+    """A server we depend on is away for a moment: ``503`` with ``Retry-After``, which clients retry."""
+    response = json_error(503, "unavailable", "The service is briefly unavailable; try again shortly.")
+    response["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 @csrf_exempt  # an unknown path is a 404 whatever the method, never a CSRF page
 def not_found(request, exception=None) -> JsonResponse:
     return json_error(404, "not_found", "No such resource.")

@@ -9,7 +9,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from orchestrator.errors import json_error
+from orchestrator.errors import json_error, unavailable
 from orchestrator.logs import log_context
 from orchestrator.outages import Outage
 
@@ -73,7 +73,6 @@ class DatabaseUnavailableMiddleware(_Middleware):
     request. Nothing was written: every write is one transaction."""
 
     outage = Outage("web: PostgreSQL", log, remind_s=30)
-    RETRY_AFTER_S = 2
 
     def __call__(self, request):
         if self.is_async:
@@ -92,6 +91,4 @@ class DatabaseUnavailableMiddleware(_Middleware):
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
         self.outage.failed(exception)
-        response = json_error(503, "unavailable", "The service is briefly unavailable; try again shortly.")
-        response["Retry-After"] = str(self.RETRY_AFTER_S)
-        return response
+        return unavailable()

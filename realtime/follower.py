@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 
 from lifecycle.models import Lifecycle
-from lifecycle.states import TERMINAL, Status
-from realtime.messages import FINAL_EVENTS, events_after, final_outcome, in_db_thread
-from realtime.payloads import browser_data, friendly_error
+from lifecycle.states import TERMINAL
+from realtime.messages import FINAL_EVENTS, events_after, final_outcome, in_db_thread, outcome_of
+from realtime.payloads import browser_data
 
 
 class LifecycleFollower:
@@ -73,14 +73,6 @@ class LifecycleFollower:
         if not self.finished and self.lifecycle is not None:
             await self.send_events(await in_db_thread(events_after)(self.lifecycle, self.last_seq))
 
-    def _outcome_read(self) -> dict | None:
-        """The outcome, if the row the stream opened with had already ended (no query needed)."""
-        if self.lifecycle.status == Status.COMPLETED:
-            return {"result": self.lifecycle.result}
-        if self.lifecycle.status in TERMINAL:
-            return {"error": friendly_error(self.lifecycle.error)}
-        return None
-
     async def send_events(self, events: list[dict]) -> None:
         async with self.sending:
             for event in events:
@@ -92,7 +84,8 @@ class LifecycleFollower:
                 message = {"type": "event", "lifecycle_id": str(self.lifecycle.id), **event}
                 final = event["event"] in FINAL_EVENTS
                 if final:
-                    outcome = outcome or self._outcome_read()
+                    if not outcome and self.lifecycle.status in TERMINAL:
+                        outcome = outcome_of(self.lifecycle)  # the row the stream opened with had ended
                     message |= outcome or await in_db_thread(final_outcome)(str(self.lifecycle.id))
                 await self.emit(message)
                 self.last_seq = event["seq"]

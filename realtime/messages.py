@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 
 from lifecycle import selectors
 from lifecycle.models import ApiKey, Lifecycle, TimelineEvent
-from lifecycle.states import EVENT_FOR_STATUS, TERMINAL
+from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, Status
 from realtime.payloads import friendly_error
 
 # The events after which a lifecycle says nothing more: those of the state machine's terminal statuses.
@@ -72,14 +72,18 @@ def events_after(lifecycle: Lifecycle, seq: int) -> list[dict]:
     ]
 
 
-def final_outcome(lifecycle_id: str) -> dict:
-    """What a final event carries to the browser: ``result`` when completed, else a friendly ``error``."""
-    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).only("status", "result", "error").first()
-    if lifecycle is None:
-        return {"error": friendly_error(None)}
-    if lifecycle.status == "completed":
+def outcome_of(lifecycle: Lifecycle) -> dict:
+    """What the final event of an ended lifecycle carries to the browser: ``result`` when completed, else a
+    friendly ``error``."""
+    if lifecycle.status == Status.COMPLETED:
         return {"result": lifecycle.result}
     return {"error": friendly_error(lifecycle.error)}
+
+
+def final_outcome(lifecycle_id: str) -> dict:
+    """:func:`outcome_of` the lifecycle as the database holds it now."""
+    lifecycle = Lifecycle.objects.filter(id=lifecycle_id).only("status", "result", "error").first()
+    return outcome_of(lifecycle) if lifecycle is not None else {"error": friendly_error(None)}
 
 
 def outcome_in(event: dict) -> dict | None:

@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from lifecycle.states import TERMINAL
 from orchestrator import metrics
-from orchestrator.errors import json_error
+from orchestrator.errors import json_error, unavailable
 from orchestrator.outages import Outage, transient
 from realtime import limits, tokens
 from realtime.follower import LifecycleFollower
@@ -76,7 +76,6 @@ class EventStream(LifecycleFollower):
         self.key_id: int | None = None
         self.channel_layer = get_channel_layer()
         self.channel: str | None = None
-        self.group: str | None = None
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.counted = False  # against the token's limit
@@ -91,8 +90,7 @@ class EventStream(LifecycleFollower):
 
     async def join(self, lifecycle_id: str) -> None:
         self.channel = await self.channel_layer.new_channel("sse.")
-        self.group = lifecycle_group(lifecycle_id)
-        await self.channel_layer.group_add(self.group, self.channel)
+        await self.channel_layer.group_add(lifecycle_group(lifecycle_id), self.channel)
 
     async def abandon(self) -> None:
         """Let go of what the stream holds (its group, its count against the token), once, however it
@@ -129,13 +127,13 @@ class EventStream(LifecycleFollower):
     async def revoke(self) -> None:
         """The API key that minted the token was revoked: the stream ends, saying so."""
         self.finished = True
-        error = {"code": "token_revoked", "message": "The key that issued this token was revoked."}
-        self.out.put_nowait(frame({"type": "error", "error": error}))
-        self.out.put_nowait(None)
+        self._end_with_error("token_revoked", "The key that issued this token was revoked.")
 
     def _token_expired(self) -> None:
-        error = {"code": "token_expired", "message": "The token has expired; reconnect with a new one."}
-        self.out.put_nowait(frame({"type": "error", "error": error}))
+        self._end_with_error("token_expired", "The token has expired; reconnect with a new one.")
+
+    def _end_with_error(self, code: str, message: str) -> None:
+        self.out.put_nowait(frame({"type": "error", "error": {"code": code, "message": message}}))
         self.out.put_nowait(None)
 
     async def body(self, events: list[dict]):
@@ -239,9 +237,7 @@ async def _open(stream: EventStream, scope: tokens.RealtimeScope, lifecycle_id: 
         if not transient(exc):
             raise
         _outage.failed(exc)
-        response = json_error(503, "unavailable", "The service is briefly unavailable; try again shortly.")
-        response["Retry-After"] = "2"
-        return response
+        return unavailable()
     _outage.ok()
     if lifecycle is not None and lifecycle.key_revoked:
         return json_error(401, "unauthorized", "The key that issued this token was revoked.")

@@ -60,10 +60,17 @@ class StreamFollowing:
 
     def links(self, lifecycle: Lifecycle) -> dict[str, str]:
         return {
-            "websocket": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle.id}",
+            "websocket": socket_url(lifecycle.id),
             # Served where the sockets are (the realtime process, behind the same origin in production).
             "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
         }
+
+
+def socket_url(lifecycle_id=None) -> str:
+    """The WebSocket a token opens: one lifecycle's, or (none given) a subscriber's."""
+    if lifecycle_id is None:
+        return f"{settings.PUBLIC_WS_URL}/ws/subscriber"
+    return f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle_id}"
 
 
 def revoked_keys(key_ids: set[int]) -> set[int]:

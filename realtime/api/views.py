@@ -53,8 +53,6 @@ class RealtimeTokenView(APIView):
             "token": tokens.mint(scope),
             "expires_at": timezone.now() + timedelta(seconds=settings.REALTIME_TOKEN_TTL_S),
             "scope": {"lifecycle_id": scope.lifecycle_id, "user_id": scope.user_id},
-            "url": f"{settings.PUBLIC_WS_URL}/ws/lifecycles/{lifecycle_id}"
-            if lifecycle_id
-            else f"{settings.PUBLIC_WS_URL}/ws/subscriber",
+            "url": tokens.socket_url(lifecycle_id),
         }
         return Response(TokenSerializer(body).data, status=status.HTTP_201_CREATED)
