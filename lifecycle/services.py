@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from lifecycle import delivery, outbox, tracing
+from lifecycle import delivery, outbox, store, tracing
 from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
 from orchestrator import metrics
@@ -55,7 +55,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     # "lk_<12 hex>_<secret>": the secret may itself contain underscores.
     kind, _, rest = raw_key.partition("_")
     prefix = f"{kind}_{rest.partition('_')[0]}"
-    key = ApiKey.objects.select_related("project").filter(prefix=prefix, revoked_at__isnull=True).first()
+    key = store.active_key(prefix)
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(raw_key)):
         return None
     return key
@@ -126,12 +126,16 @@ class Step:
     duration_ms: float | None = None
 
 
-def _record(lifecycle: Lifecycle, *steps: Step) -> None:
-    """Append timeline events to a lifecycle whose row this transaction holds locked, and publish them: one
-    INSERT for the events and one for their outbox messages, however many there are."""
+def _record(lifecycle: Lifecycle, *steps: Step, fields: tuple[str, ...] = ()) -> None:
+    """Append timeline events to a lifecycle whose row this transaction holds locked, publish them, and write
+    ``fields`` of the row: one round trip, however many events there are (:mod:`lifecycle.store`)."""
     written = [_next_event(lifecycle, event=s.event, payload=s.payload, duration_ms=s.duration_ms) for s in steps]
-    TimelineEvent.objects.bulk_create([timeline_event for timeline_event, _ in written])
-    outbox.enqueue_all([message for _, message in written])
+    store.update(
+        lifecycle,
+        fields=(*fields, "last_seq"),
+        events=[timeline_event for timeline_event, _ in written],
+        messages=[message for _, message in written],
+    )
 
 
 def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[str, Any]:
@@ -202,7 +206,7 @@ def transition(
 
 
 def _locked(lifecycle_id) -> Lifecycle | None:
-    return Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+    return store.lock(lifecycle_id)
 
 
 def _move(
@@ -220,7 +224,6 @@ def _move(
     if not can_transition(lifecycle.status, to) or (only_from is not None and lifecycle.status not in only_from):
         if steps:
             _record(lifecycle, *steps)
-            lifecycle.save(update_fields=["last_seq", "updated_at"])
         return None
     previous, started = lifecycle.status, lifecycle.updated_at
     entered_previous = _entered(lifecycle, previous)
@@ -230,8 +233,7 @@ def _move(
         setattr(lifecycle, name, value)
     duration_ms = (timezone.now() - started).total_seconds() * 1000
     moved = Step(EVENT_FOR_STATUS[to], {"from": previous, **(payload or {})}, duration_ms)
-    _record(lifecycle, *steps, moved)
-    lifecycle.save(update_fields=["status", _STEP_TIMESTAMP[to], *(fields or {}), "last_seq", "updated_at"])
+    _record(lifecycle, *steps, moved, fields=("status", _STEP_TIMESTAMP[to], *(fields or {})))
     transaction.on_commit(lambda: _observe_transition(lifecycle, previous, entered_previous))
     return lifecycle
 
@@ -253,7 +255,6 @@ def record_event(*, lifecycle_id, event: str, payload: dict[str, Any], duration_
         if lifecycle is None:
             return  # deleted meanwhile (retention, a test's cleanup): nothing to record on
         _record(lifecycle, Step(event, payload, duration_ms))
-        lifecycle.save(update_fields=["last_seq", "updated_at"])
 
 
 # --- creating ------------------------------------------------------------------------------------
@@ -307,11 +308,9 @@ def lifecycle_create(
             payload = {"model": request.model, "delivery": request.delivery.get("mode")}
             if replay_of is not None:
                 payload["replay_of"] = str(replay_of.id)
-            # Three INSERTs: the row (its first event already counted), that event, and both outbox messages.
+            # One round trip: the row (its first event already counted), that event, and both outbox messages.
             created, event = _next_event(lifecycle, event=EVENT_FOR_STATUS[Status.PENDING], payload=payload)
-            lifecycle.save(force_insert=True)
-            created.save(force_insert=True)
-            outbox.enqueue_all([event, _generation_request(lifecycle)])
+            store.insert(lifecycle, events=[created], messages=[event, _generation_request(lifecycle)])
     except IntegrityError:
         # Two requests with one key raced; the loser answers like a retry.
         existing = _idempotent_match(project, idempotency_key, fingerprint) if idempotency_key else None
@@ -343,15 +342,15 @@ def generation_claim(*, lifecycle_id) -> Lifecycle | None:
     if claimed is not None:
         return claimed
     with transaction.atomic():
-        lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
+        lifecycle = _locked(lifecycle_id)
         if lifecycle is None or lifecycle.status != Status.GENERATING:
             return None
         if lifecycle.lease_expires_at and lifecycle.lease_expires_at > timezone.now():
             return None  # another worker holds it
         lifecycle.lease_expires_at = lease
         lifecycle.attempts += 1
-        _record(lifecycle, Step("generation.reclaimed", {"reason": "lease expired"}))
-        lifecycle.save(update_fields=["lease_expires_at", "attempts", "last_seq", "updated_at"])
+        reclaimed = Step("generation.reclaimed", {"reason": "lease expired"})
+        _record(lifecycle, reclaimed, fields=("lease_expires_at", "attempts"))
         return lifecycle
 
 
@@ -410,7 +409,6 @@ def generation_succeed(
         if not _holds_lease(lifecycle, lease):
             if steps:
                 _record(lifecycle, *steps)
-                lifecycle.save(update_fields=["last_seq", "updated_at"])
             return None
         if lifecycle.delivery.get("mode") in (None, delivery.DIRECT):
             # No backend step: the output is the result.

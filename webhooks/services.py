@@ -110,6 +110,8 @@ def _default_endpoint(project: Project) -> WebhookEndpoint | None:
 class WebhookDeliveryBackend:
     def resolve(self, *, project: Project, requested: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = requested.get("endpoint_id")
+        if requested.get("mode") == delivery_routing.DIRECT and not endpoint_id:
+            return {"mode": delivery_routing.DIRECT}  # no endpoint to look up
         if endpoint_id:
             endpoint = WebhookEndpoint.objects.filter(project=project, id=endpoint_id).first()
             if endpoint is None:
