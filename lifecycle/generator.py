@@ -29,12 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
-import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
-from lifecycle import generation, kafka, services
-from lifecycle.outbox import TOPIC_REQUESTS
+from lifecycle import generation, kafka, outbox, services
 from orchestrator import db, logs, telemetry
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
@@ -113,11 +111,11 @@ class Generator:
         self.running: dict[str, tuple[asyncio.Task, int]] = {}
         self.abandoned: dict[str, str] = {}  # lifecycle id → why its generation was cancelled
         self.broker = Outage("generator: Kafka", log)
-        self.paused = False
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
+        self.idle = kafka.Idle(self.consumer)  # paused at capacity (held) or with nothing coming (asleep)
 
     async def _kafka(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
@@ -125,6 +123,7 @@ class Generator:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit_sync()
         self.tracker.forget(partitions)
+        self.idle.forget(consumer, partitions)
 
     def _commit_sync(self) -> None:
         offsets = self.tracker.committable()
@@ -135,19 +134,13 @@ class Generator:
                 self.tracker.uncommitted(offsets)
                 self.broker.failed(exc)
 
-    def _set_paused(self, paused: bool) -> None:
-        assignment = self.consumer.assignment()
-        if assignment:
-            (self.consumer.pause if paused else self.consumer.resume)(assignment)
-        self.paused = paused
-
     async def run(self) -> int:
-        await self._kafka(lambda: self.consumer.subscribe([TOPIC_REQUESTS], on_revoke=self._on_revoke))
+        await self._kafka(lambda: self.consumer.subscribe([outbox.TOPIC_REQUESTS], on_revoke=self._on_revoke))
         loop = asyncio.get_running_loop()
         # db.in_thread runs on the loop's default executor (min(32, CPUs + 4) threads unless told).
         loop.set_default_executor(ThreadPoolExecutor(settings.GENERATOR_DB_THREADS, thread_name_prefix="db"))
         last_commit = loop.time()
-        cancel_listener = asyncio.create_task(self._listen_for_cancellations())
+        listener = asyncio.create_task(self._listen())
         renewer = asyncio.create_task(self._renew_leases())
         async with contextlib.AsyncExitStack() as clients:
             # Several small connection pools, not one big one: httpcore scans its whole pool on every request
@@ -159,10 +152,11 @@ class Generator:
             client_for = itertools.cycle(shards)
             while not self.stop.requested:
                 full = len(self.tasks) >= self.concurrency
-                if full != self.paused:
-                    await self._kafka(self._set_paused, full)
+                if full != self.idle.held:
+                    await self._kafka(self.idle.hold, full)
+                await self.idle.doze(self._kafka)
                 room = max(1, self.concurrency - len(self.tasks))
-                messages = await self._kafka(kafka.consume_available, self.consumer, min(room, 500), 0.1)
+                messages = await self._kafka(self.idle.consume, min(room, 500), 0.1)
                 for message in messages:
                     if message.error():
                         kafka.note_consume_error(message.error(), self.broker, "generator")
@@ -175,7 +169,7 @@ class Generator:
             if self.tasks:
                 log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
                 await asyncio.wait(self.tasks, timeout=30)
-        cancel_listener.cancel()
+        listener.cancel()
         renewer.cancel()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
@@ -201,22 +195,14 @@ class Generator:
             self.abandoned[lifecycle_id] = reason
             held[0].cancel()
 
-    async def _listen_for_cancellations(self) -> None:
-        """Abandon a generation the moment its lifecycle is cancelled (NOTIFY from the cancel service)."""
-        outage = Outage("generator: PostgreSQL (cancellations)", log)
-        while True:
-            try:
-                params = await db.in_thread(db.connection_params)()
-                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {services.CANCEL_CHANNEL}")
-                    outage.ok()
-                    async for notify in conn.notifies():
-                        self._abandon(notify.payload, "cancelled")
-            except psycopg.Error as exc:
-                await asyncio.sleep(outage.failed(exc))
-            except Exception:
-                log.exception("generator: cancellation listener failed; reconnecting")
-                await asyncio.sleep(1)
+    async def _listen(self) -> None:
+        """Abandon a generation the moment its lifecycle is cancelled (NOTIFY from the cancel service), and
+        fetch again when the outbox has something coming (kafka.Idle)."""
+        await db.listen(
+            {services.CANCEL_CHANNEL: lambda lifecycle_id: self._abandon(lifecycle_id, "cancelled"),
+             outbox.NOTIFY_CHANNEL: lambda _: self.idle.wake()},
+            "generator",
+        )  # fmt: skip
 
     async def _renew_leases(self) -> None:
         """Keep the leases of every generation in flight, in one statement each round; abandon those another

@@ -8,9 +8,11 @@ and a fetch waits out ``fetch.wait.max.ms`` even when data arrives meanwhile, so
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
@@ -57,6 +59,110 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
     if first is None:
         return []
     return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
+class Idle:
+    """A consumer that stops fetching while nothing comes, and fetches again when woken.
+
+    After ``KAFKA_IDLE_AFTER_S`` with nothing consumed it pauses its partitions (they stay its own). Every
+    message reaches Kafka through the outbox, whose trigger NOTIFYs ``outbox`` when the writing transaction
+    commits, before the relay can publish the message: the owner listens for it and calls :meth:`wake`. A
+    consumer also fetches every ``KAFKA_IDLE_CHECK_S``, in case a wake was missed (its listener reconnecting,
+    a message published while it was deciding to sleep). Owners may hold the partitions paused themselves
+    (the generator at capacity, :meth:`hold`): paused is held or asleep.
+
+    :meth:`consume` and :meth:`hold` run on the thread that calls librdkafka; :meth:`doze` and :meth:`wake`
+    on the owner's event loop."""
+
+    AWAKE_AFTER_WAKE_S = 0.5  # long enough for the relay to publish what the NOTIFY announced
+    AWAKE_AFTER_CHECK_S = 0.05  # one fetch
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.after = settings.KAFKA_IDLE_AFTER_S
+        self.check = max(0.05, settings.KAFKA_IDLE_CHECK_S)
+        self.asleep = self.held = self._paused = False
+        self._last = time.monotonic()
+        self._slept_at = self._woken_at = 0.0
+        self._woken = asyncio.Event()
+        # Where this consumer stands in each partition it consumed from since it was assigned it.
+        self._positions: dict[tuple[str, int], int] = {}
+
+    def forget(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked (an ``on_revoke`` callback): their next owner decides where to read from."""
+        for p in partitions:
+            self._positions.pop((p.topic, p.partition), None)
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        messages = consume_available(self.consumer, max_messages, timeout)
+        now = time.monotonic()
+        if messages:
+            self._last = now
+            for message in messages:
+                if not message.error():
+                    self._positions[(message.topic(), message.partition())] = message.offset() + 1
+        elif self.after and not self.asleep and now - self._last >= self.after:
+            self.asleep, self._slept_at = True, now
+            self._apply()
+        return messages
+
+    def hold(self, held: bool) -> None:
+        self.held = held
+        self._apply()
+
+    def wake(self) -> None:
+        self._woken_at = time.monotonic()
+        self._woken.set()
+
+    async def doze(self, on_kafka_thread) -> None:
+        """While asleep, wait for a wake or the next check, then fetch again (``on_kafka_thread(fn)`` runs
+        ``fn`` on the librdkafka thread)."""
+        if not self.asleep:
+            return
+        woken = self._woken_at >= self._slept_at - self.AWAKE_AFTER_WAKE_S
+        if not woken:
+            self._woken.clear()
+            try:
+                await asyncio.wait_for(self._woken.wait(), self.check)
+                woken = True
+            except TimeoutError:
+                pass
+        await on_kafka_thread(lambda: self._awake(self.AWAKE_AFTER_WAKE_S if woken else self.AWAKE_AFTER_CHECK_S))
+
+    def _awake(self, for_s: float) -> None:
+        self.asleep = False
+        self._last = time.monotonic() - self.after + for_s
+        self._apply()
+
+    def _apply(self) -> None:
+        paused = self.held or self.asleep
+        if paused == self._paused:
+            return
+        assignment = self.consumer.assignment()
+        if assignment:
+            if paused:
+                self.consumer.pause(assignment)
+            else:
+                self.consumer.resume(assignment)
+                self._seek_in_place(assignment)
+        self._paused = paused
+
+    def _seek_in_place(self, assignment: list[TopicPartition]) -> None:
+        """librdkafka fetches a resumed partition only at its broker thread's next wake-up, up to a second
+        later; a seek to where the consumer stands fetches at once. Where it stands: after the last message
+        it consumed, or, in a partition it consumed nothing from since it was assigned it (so nothing of it
+        is in flight here), at the committed offset."""
+        untracked = [p for p in assignment if (p.topic, p.partition) not in self._positions]
+        try:
+            committed = self.consumer.committed(untracked, timeout=2) if untracked else []
+            for p in committed:
+                if p.offset >= 0:
+                    self.consumer.seek(p)
+            for (topic, partition), offset in self._positions.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            # The broker away, or a partition just revoked: librdkafka fetches anyway, at its own pace.
+            log.info("kafka: could not seek resumed partitions in place: %s", exc)
 
 
 def note_consume_error(error: KafkaError, outage, who: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, connection
@@ -58,6 +58,28 @@ async def patiently(fn, /, *args, **kwargs):
             continue
         _outage.ok()
         return result
+
+
+async def listen(channels: dict[str, Callable[[str], None]], who: str) -> None:
+    """Call ``channels[name](payload)`` for every NOTIFY on those channels, for ever: while PostgreSQL is
+    away, wait for it (logged once) and listen again."""
+    import psycopg
+
+    outage = Outage(f"{who}: PostgreSQL (LISTEN)", log)
+    while True:
+        try:
+            params = await in_thread(connection_params)()
+            async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                for name in channels:
+                    await conn.execute(f"LISTEN {name}")
+                outage.ok()
+                async for notify in conn.notifies():
+                    channels[notify.channel](notify.payload)
+        except psycopg.Error as exc:
+            await asyncio.sleep(outage.failed(exc))
+        except Exception:
+            log.exception("%s: listener failed; listening again", who)
+            await asyncio.sleep(1)
 
 
 def drop_broken_connection() -> None:

@@ -157,6 +157,12 @@ KAFKA_FETCH_WAIT_MAX_MS = env.int(
     "KAFKA_FETCH_WAIT_MAX_MS",
     default=embedded.EMBEDDED_FETCH_WAIT_MAX_MS if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else 500,
 )
+# With short fetch waits an idle consumer asks the broker 1000 / KAFKA_FETCH_WAIT_MAX_MS times a second,
+# most of what an idle stack burns. So after this long with nothing consumed, a consumer stops fetching
+# until the outbox's NOTIFY says a message is coming (or KAFKA_IDLE_CHECK_S passes): lifecycle.kafka.Idle.
+# 0 turns it off; by default it is on only where fetch waits are short (the embedded broker).
+KAFKA_IDLE_AFTER_S = env.float("KAFKA_IDLE_AFTER_S", default=2.0 if KAFKA_FETCH_WAIT_MAX_MS < 100 else 0.0)
+KAFKA_IDLE_CHECK_S = env.float("KAFKA_IDLE_CHECK_S", default=1.0)
 
 # Connections that Redis dropped (a restart) are reconnected and the command retried, with backoff for
 # up to about 10 s, instead of failing the socket that happened to use them. redis-py's asyncio pools

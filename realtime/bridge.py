@@ -21,9 +21,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from lifecycle import kafka
+from lifecycle import kafka, outbox
 from lifecycle.outbox import TOPIC_EVENTS
-from orchestrator import metrics
+from orchestrator import db, metrics
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 from realtime.groups import lifecycle_group, subscriber_group
@@ -54,6 +54,7 @@ class Bridge:
         self.layer = get_channel_layer()
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
+        self.idle = kafka.Idle(self.consumer)
         self.forwarded = 0
         self.broker = Outage("bridge: Kafka", log)
         self.layer_outage = Outage("bridge: channel layer (Redis) or PostgreSQL", log)
@@ -62,9 +63,11 @@ class Bridge:
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
 
     async def run(self) -> int:
-        await self._kafka(self.consumer.subscribe, [TOPIC_EVENTS])
+        await self._kafka(lambda: self.consumer.subscribe([TOPIC_EVENTS], on_revoke=self.idle.forget))
+        listener = asyncio.create_task(db.listen({outbox.NOTIFY_CHANNEL: lambda _: self.idle.wake()}, "bridge"))
         while not self.stop.requested:
-            messages = await self._kafka(kafka.consume_available, self.consumer, 500, 0.1)
+            await self.idle.doze(self._kafka)
+            messages = await self._kafka(self.idle.consume, 500, 0.1)
             events = []
             for message in messages:
                 if message.error():
@@ -80,6 +83,7 @@ class Bridge:
             # on reconnect), so store and commit once the batch is handed to the channel layer.
             handed_on = {(message.topic(), message.partition()): message.offset() + 1 for message in events}
             await self._kafka(self._store_and_commit, handed_on)
+        listener.cancel()
         await self._kafka(self._commit, False)  # the last one waits: the next bridge resumes from it
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()

@@ -84,6 +84,10 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         ANTHROPIC_BASE_URL=fake_openai,
         ANTHROPIC_API_KEY="sk-ant-test",
         CELERY_CONCURRENCY="2",
+        # Consumers sleep after 2 s with nothing to consume (kafka.Idle) and are woken by the outbox; a
+        # wake missed would show as a 10 s stall (tests/lifecycle/test_idle.py).
+        KAFKA_IDLE_AFTER_S="2",
+        KAFKA_IDLE_CHECK_S="10",
     )
     processes.start(*PROCFILE)
     with django_db_blocker.unblock():
