@@ -7,8 +7,9 @@ value preparation come from the models' own field definitions once, at import, a
 to PostgreSQL in one round trip: Django's psycopg cursor binds parameters on the client side, which lets
 several statements share one ``execute``.
 
-Only :mod:`lifecycle.services` calls this; it keeps every rule (the state machine, leases, what an event
-says), this module only how a step is read and written.
+Only :mod:`lifecycle.services` writes through this; it keeps every rule (the state machine, leases, what an
+event says), this module only how a step is read and written. Other hot reads of a lifecycle (a stream's
+opening, in ``realtime``) use :data:`LIFECYCLE_ROWS`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.utils import timezone
 from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent
 
 
-class _Rows:
+class Rows:
     """How one model's rows are read: its columns in order, and a row made back into an instance."""
 
     def __init__(self, model, alias: str = "") -> None:
@@ -43,7 +44,8 @@ class _Rows:
         return self.model.from_db(connection.alias, self.attnames, values)
 
 
-_LIFECYCLE = _Rows(Lifecycle)
+_LIFECYCLE = Rows(Lifecycle)
+LIFECYCLE_ROWS = Rows(Lifecycle, "l")  # columns as ``l.<column>``
 _FIELDS = _LIFECYCLE.fields
 _BY_ATTNAME = {f.attname: f for f in _FIELDS}
 _ATTNAMES = _LIFECYCLE.attnames
@@ -66,7 +68,7 @@ _EVENT_ROW = "(%s, %s, %s, %s, %s, %s::jsonb)"
 _OUTBOX = OutboxMessage._meta.db_table
 _OUTBOX_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
 
-_KEY, _PROJECT = _Rows(ApiKey, "k"), _Rows(Project, "p")
+_KEY, _PROJECT = Rows(ApiKey, "k"), Rows(Project, "p")
 _ACTIVE_KEY = (
     f"SELECT {_KEY.columns}, {_PROJECT.columns} FROM {ApiKey._meta.db_table} k "  # noqa: S608
     f"JOIN {Project._meta.db_table} p ON p.id = k.project_id WHERE k.prefix = %s AND k.revoked_at IS NULL"

@@ -8,8 +8,9 @@ from datetime import datetime
 
 import orjson
 from channels.db import database_sync_to_async
+from django.db import connection
 
-from lifecycle import selectors
+from lifecycle import selectors, store
 from lifecycle.models import ApiKey, Lifecycle, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, Status
 from realtime.payloads import friendly_error
@@ -39,13 +40,16 @@ def opening(lifecycle_id: str, since: int, key_id: int | None = None) -> tuple[L
     the same query cost more CPU than the two queries it replaces."""
     if not is_uuid(lifecycle_id):
         return None, []
-    rows = list(Lifecycle.objects.raw(_OPENING_SQL, [key_id, since, lifecycle_id]))
-    if not rows:
+    with connection.cursor() as cursor:
+        cursor.execute(_OPENING_SQL, [key_id, since, lifecycle_id])
+        row = cursor.fetchone()
+    if row is None:
         return None, []
-    lifecycle = rows[0]
-    if lifecycle.key_revoked or not lifecycle.events_after:
+    *columns, key_revoked, events = row
+    lifecycle = store.LIFECYCLE_ROWS.instance(columns)
+    lifecycle.key_revoked = key_revoked
+    if key_revoked or not events:
         return lifecycle, []
-    events = lifecycle.events_after
     if isinstance(events, str | bytes):
         events = orjson.loads(events)
     # The timestamps as every other message has them (PostgreSQL's JSON trims the microseconds).
@@ -53,7 +57,7 @@ def opening(lifecycle_id: str, since: int, key_id: int | None = None) -> tuple[L
 
 
 _OPENING_SQL = f"""
-SELECT l.*,
+SELECT {store.LIFECYCLE_ROWS.columns},
        EXISTS (SELECT 1 FROM {ApiKey._meta.db_table} k
                WHERE k.id = %s AND k.revoked_at IS NOT NULL) AS key_revoked,
        (SELECT json_agg(json_build_object('seq', e.seq, 'event', e.event, 'at', e.at, 'data', e.payload)
