@@ -76,7 +76,8 @@ _ACTIVE_KEY = (
 
 
 def _json_text(value) -> str:
-    return orjson.dumps(value, default=str).decode()
+    # As Django's JSONField would write it (int keys become strings), and what it could not encode as text.
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def active_key(prefix: str) -> ApiKey | None:
