@@ -203,8 +203,8 @@ def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger
     """The accept path alone: the pipeline behind it is paused (SIGSTOP; the outbox holds what is accepted,
     and drains once it resumes), so on this 2-core machine the API gets the CPU the pipeline would take.
     Closed-loop on the web process (gunicorn), then on other servers of the same Django project: daphne
-    (the realtime process serves HTTP too) and uvicorn. Then the whole pipeline running: closed-loop, and at
-    a fixed rate."""
+    (the realtime process's server) and uvicorn, each serving the whole API. Then the whole pipeline
+    running: closed-loop, and at a fixed rate."""
     base, seconds = stack.base_url, str(args.accept_seconds)
     healthz = load("closed", f"{base}/healthz", key, "--seconds", seconds, "--concurrency", "64")
     tag = uuid.uuid4().hex
@@ -538,13 +538,20 @@ def main() -> int:
         llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(llm_port), str(args.latency_ms)],
                                cwd=PROJECT_DIR)  # fmt: skip
         stack = ServiceProcesses.create(log_dir=logs, **env)
-        baseline_port, uvicorn_port = free_port(), free_port()
-        # The same project under another ASGI server, for the accept path's comparison (daphne is the realtime
-        # process, which serves HTTP too): uvicorn with one worker per core.
+        baseline_port, uvicorn_port, daphne_port = free_port(), free_port(), free_port()
+        # The same project under ASGI servers, for the accept path's comparison: daphne (the realtime process's
+        # server) and uvicorn with one worker per core. ORCHESTRATOR_ASGI=0: they serve the whole API, which the
+        # realtime process does not (orchestrator/urls_realtime.py).
+        whole_api = {**stack.env, "PROCESS_NAME": "realtime", "ORCHESTRATOR_ASGI": "0"}
         uvicorn = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "orchestrator.asgi:application", "--workers", str(os.cpu_count() or 2),
              "--port", str(uvicorn_port), "--log-level", "warning", "--no-access-log"],
-            cwd=PROJECT_DIR, env={**stack.env, "PROCESS_NAME": "realtime"},
+            cwd=PROJECT_DIR, env=whole_api,
+        )  # fmt: skip
+        daphne = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(daphne_port),
+             "orchestrator.asgi:application"],
+            cwd=PROJECT_DIR, env=whole_api, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
         def start_baseline(port: int) -> subprocess.Popen:
@@ -564,6 +571,7 @@ def main() -> int:
             baseline = f"http://127.0.0.1:{baseline_port}"
             wait_until(lambda: answers(f"{baseline}/healthz"), timeout=30, what="gunicorn")
             wait_until(lambda: answers(f"http://127.0.0.1:{uvicorn_port}/healthz"), timeout=30, what="uvicorn")
+            wait_until(lambda: answers(f"http://127.0.0.1:{daphne_port}/healthz"), timeout=30, what="daphne")
             warm = uuid.uuid4().hex
             load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "5",
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
@@ -583,7 +591,7 @@ def main() -> int:
                 return burst_run(stack.base_url, baseline, key, ledger, args)
 
             others = {
-                "daphne": f"http://127.0.0.1:{stack.env['REALTIME_PORT']}",
+                "daphne": f"http://127.0.0.1:{daphne_port}",
                 "uvicorn": f"http://127.0.0.1:{uvicorn_port}",
             }
             run_scenario = {
@@ -602,7 +610,7 @@ def main() -> int:
                 print(f"run {i + 1}/{args.runs}: {json.dumps({k: v[-1] for k, v in results.items()})}", flush=True)
         finally:
             try:
-                for proc in (gunicorn, uvicorn, llm, backend):
+                for proc in (gunicorn, uvicorn, daphne, llm, backend):
                     proc.terminate()
             finally:
                 stack.stop_all()
