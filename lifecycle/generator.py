@@ -4,6 +4,9 @@ At-least-once: a message's offset is committed only after its generation is reco
 and only up to the oldest message still in flight (see :class:`OffsetTracker`). A message that is
 redelivered finds its lifecycle already claimed or finished, and does nothing.
 
+Claims: a consumed batch is claimed in one transaction (``services.generation_claim_many``); each claimed
+generation then runs as its own task.
+
 Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
 polling, so the group keeps it); lag builds in Kafka and the API never waits.
 
@@ -33,6 +36,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
 from lifecycle import generation, kafka, outbox, services
+from lifecycle.models import Lifecycle
 from orchestrator import db, logs, telemetry
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
@@ -157,12 +161,15 @@ class Generator:
                 await self.idle.doze(self._kafka)
                 room = max(1, self.concurrency - len(self.tasks))
                 messages = await self._kafka(self.idle.consume, min(room, 500), 0.1)
+                ready = []
                 for message in messages:
                     if message.error():
                         kafka.note_consume_error(message.error(), self.broker, "generator")
                         continue
                     self.broker.ok()
-                    self._start(message, next(client_for))
+                    ready.append(message)
+                if ready:
+                    self._start_batch(ready, client_for)
                 if loop.time() - last_commit >= COMMIT_EVERY_S:
                     await self._kafka(self._commit_sync)
                     last_commit = loop.time()
@@ -176,10 +183,38 @@ class Generator:
         self.kafka_thread.shutdown()
         return self.handled
 
-    def _start(self, message: Message, client: httpx.AsyncClient) -> None:
+    def _start_batch(self, messages: list[Message], clients) -> None:
+        """Claim a consumed batch in one transaction, then run each claimed generation as its own task. Each
+        message counts as in flight (its offset uncommitted) from now until its own task ends."""
+        for message in messages:
+            self.tracker.started(message.topic(), message.partition(), message.offset())
+        task = asyncio.create_task(self._claim_and_start(messages, clients))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _claim_and_start(self, messages: list[Message], clients) -> None:
+        claims = await self._claim(messages)
+        for message in messages:
+            self._start(message, next(clients), claims)
+
+    async def _claim(self, messages: list[Message]) -> dict[str, Lifecycle] | None:
+        """The batch's claims by lifecycle id; ``None`` if the batch could not be claimed at once (each
+        message then claims its own, and meets whatever made the batch fail on its own)."""
+        ids = []
+        for message in messages:
+            with contextlib.suppress(PoisonMessage):  # dead-lettered by its own task
+                ids.append(parse_request(message))
+        if not ids:
+            return {}
+        try:
+            return await db.patiently(services.generation_claim_many, lifecycle_ids=ids)
+        except Exception:
+            log.exception("generator: claiming a batch of %d failed; claiming one at a time", len(ids))
+            return None
+
+    def _start(self, message: Message, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        self.tracker.started(topic, partition, offset)
-        task = asyncio.create_task(self._handle(message, client))
+        task = asyncio.create_task(self._handle(message, client, claims))
         self.tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
@@ -220,7 +255,7 @@ class Generator:
                 log.warning("generator: another worker reclaimed %s; abandoning its generation here", lifecycle_id)
                 self._abandon(lifecycle_id, "lease lost to another worker")
 
-    async def _handle(self, message: Message, client: httpx.AsyncClient) -> None:
+    async def _handle(self, message: Message, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
         headers = kafka.decode_headers(message.headers())
         logs.bind(
             lifecycle_id=(message.key() or b"").decode(errors="replace"),
@@ -229,7 +264,10 @@ class Generator:
         )
         try:
             lifecycle_id = parse_request(message)
-            lifecycle = await db.patiently(services.generation_claim, lifecycle_id=lifecycle_id)
+            if claims is None:
+                lifecycle = await db.patiently(services.generation_claim, lifecycle_id=lifecycle_id)
+            else:
+                lifecycle = claims.pop(str(lifecycle_id), None)  # a second message for it finds nothing
             if lifecycle is None:
                 log.info("generator: nothing to do (already claimed, finished or cancelled)")
                 return

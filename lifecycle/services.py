@@ -337,21 +337,33 @@ def generation_claim(*, lifecycle_id) -> Lifecycle | None:
     The claim's ``attempts`` is its fencing token: the holder renews the lease with it
     (:func:`generation_leases_renew`) and records the outcome with it (:func:`generation_succeed`,
     :func:`generation_fail`); a reclaim increments it, so a worker that lost its lease can change nothing."""
+    return generation_claim_many(lifecycle_ids=[lifecycle_id]).get(str(lifecycle_id))
+
+
+def generation_claim_many(*, lifecycle_ids) -> dict[str, Lifecycle]:
+    """:func:`generation_claim` for a consumed batch, in one transaction and two round trips however many
+    there are (the locking read, then every claim's writes). Returns the claimed ones by id."""
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
-    claimed = transition(lifecycle_id=lifecycle_id, to=Status.GENERATING, fields={"lease_expires_at": lease})
-    if claimed is not None:
-        return claimed
-    with transaction.atomic():
-        lifecycle = _locked(lifecycle_id)
-        if lifecycle is None or lifecycle.status != Status.GENERATING:
-            return None
-        if lifecycle.lease_expires_at and lifecycle.lease_expires_at > timezone.now():
-            return None  # another worker holds it
-        lifecycle.lease_expires_at = lease
-        lifecycle.attempts += 1
-        reclaimed = Step("generation.reclaimed", {"reason": "lease expired"})
-        _record(lifecycle, reclaimed, fields=("lease_expires_at", "attempts"))
-        return lifecycle
+    claimed = {}
+    with transaction.atomic(), store.batched():
+        for lifecycle in store.lock_many(lifecycle_ids):
+            if _claim(lifecycle, lease) is not None:
+                claimed[str(lifecycle.id)] = lifecycle
+    return claimed
+
+
+def _claim(lifecycle: Lifecycle, lease) -> Lifecycle | None:
+    if can_transition(lifecycle.status, Status.GENERATING):
+        return _move(lifecycle, to=Status.GENERATING, fields={"lease_expires_at": lease})
+    if lifecycle.status != Status.GENERATING:
+        return None
+    if lifecycle.lease_expires_at and lifecycle.lease_expires_at > timezone.now():
+        return None  # another worker holds it
+    lifecycle.lease_expires_at = lease
+    lifecycle.attempts += 1
+    reclaimed = Step("generation.reclaimed", {"reason": "lease expired"})
+    _record(lifecycle, reclaimed, fields=("lease_expires_at", "attempts"))
+    return lifecycle
 
 
 def generation_leases_renew(*, held: dict[str, int]) -> set[str]:

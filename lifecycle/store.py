@@ -14,7 +14,9 @@ opening, in ``realtime``) use :data:`LIFECYCLE_ROWS`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 
 import orjson
 from django.db import connection
@@ -52,6 +54,8 @@ _ATTNAMES = _LIFECYCLE.attnames
 _JSON = _LIFECYCLE.json
 _TABLE = Lifecycle._meta.db_table
 _SELECT_FOR_UPDATE = f"SELECT {_LIFECYCLE.columns} FROM {_TABLE} WHERE id = %s FOR UPDATE"  # noqa: S608
+# In id order, so two processes locking overlapping batches cannot deadlock.
+_SELECT_MANY_FOR_UPDATE = f"SELECT {_LIFECYCLE.columns} FROM {_TABLE} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"  # noqa: S608
 
 
 def _placeholder(attname: str) -> str:
@@ -101,6 +105,30 @@ def lock(lifecycle_id) -> Lifecycle | None:
     return None if row is None else _LIFECYCLE.instance(row)
 
 
+def lock_many(lifecycle_ids: Sequence) -> list[Lifecycle]:
+    """The lifecycles among ``lifecycle_ids`` that exist, their rows locked until this transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SELECT_MANY_FOR_UPDATE, [list(lifecycle_ids)])
+        rows = cursor.fetchall()
+    return [_LIFECYCLE.instance(row) for row in rows]
+
+
+_batch = threading.local()
+
+
+@contextlib.contextmanager
+def batched() -> Iterator[None]:
+    """The writes made inside the block (:func:`insert`, :func:`update`) go to PostgreSQL together, in one
+    round trip, as the block ends; an error inside it writes nothing (the transaction rolls back anyway)."""
+    _batch.pending = pending = ([], [])
+    try:
+        yield
+    finally:
+        del _batch.pending
+    if pending[0]:
+        _execute(*pending)
+
+
 def _prepared(lifecycle: Lifecycle, attname: str, *, add: bool = False):
     field = _BY_ATTNAME[attname]
     value = field.pre_save(lifecycle, add)
@@ -131,6 +159,11 @@ def _steps_sql(events: Sequence[TimelineEvent], messages: Sequence[OutboxMessage
 
 
 def _execute(sql: list[str], params: list) -> None:
+    pending = getattr(_batch, "pending", None)
+    if pending is not None:
+        pending[0].extend(sql)
+        pending[1].extend(params)
+        return
     with connection.cursor() as cursor:
         cursor.execute(";\n".join(sql), params)
 

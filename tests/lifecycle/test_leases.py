@@ -11,8 +11,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from lifecycle import services
-from lifecycle.models import Lifecycle
+from lifecycle import outbox, services
+from lifecycle.models import Lifecycle, OutboxMessage, TimelineEvent
 from lifecycle.states import ErrorCode
 from tests.lifecycle.factories import lifecycle_with_lost_request
 from tests.lifecycle.helpers import create, scripted, timeline, wait_status
@@ -63,3 +63,31 @@ def test_a_worker_that_lost_its_lease_can_neither_fail_nor_complete_the_generati
 
     assert done is not None and done.status == "completed"
     assert Lifecycle.objects.get(id=lifecycle.id).result == "live"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_claimed_in_one_transaction_each_lifecycle_as_if_alone(project_key):
+    project, _ = project_key
+    pending, held, expired, done = (lifecycle_with_lost_request(project) for _ in range(4))
+    services.generation_claim(lifecycle_id=held.id)
+    services.generation_claim(lifecycle_id=expired.id)
+    Lifecycle.objects.filter(id=expired.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    services.lifecycle_cancel(lifecycle=done)
+    missing = uuid.uuid4()
+
+    ids = [pending.id, held.id, expired.id, done.id, missing, pending.id]
+    claimed = services.generation_claim_many(lifecycle_ids=ids)
+
+    # The pending one moves on, the one whose worker died is reclaimed (a new fencing token); the one under a
+    # live lease, the ended one, the unknown id and the repeat are nobody's to claim.
+    assert set(claimed) == {str(pending.id), str(expired.id)}
+    assert claimed[str(pending.id)].status == "generating"
+    assert claimed[str(expired.id)].attempts == Lifecycle.objects.get(id=held.id).attempts + 1
+    for lifecycle_id, last in ((pending.id, "lifecycle.generating"), (expired.id, "generation.reclaimed")):
+        events = list(TimelineEvent.objects.filter(lifecycle_id=lifecycle_id).order_by("seq"))
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert events[-1].event == last
+        row = Lifecycle.objects.get(id=lifecycle_id)
+        assert row.last_seq == len(events)
+        published = OutboxMessage.objects.filter(key=str(lifecycle_id), topic=outbox.TOPIC_EVENTS)
+        assert sorted(m.payload["seq"] for m in published) == [e.seq for e in events]
