@@ -6,6 +6,7 @@ Transport-free: the generator process calls :func:`generate` for each claimed li
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -59,18 +60,21 @@ def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
     return value
 
 
-async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient) -> None:
+async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, succeed=None) -> None:
     """Try the model and then each fallback; store the first valid output, or fail the lifecycle. The
-    outcome is recorded only while this claim (``lifecycle.attempts``, its fencing token) holds the lease."""
+    outcome is recorded only while this claim (``lifecycle.attempts``, its fencing token) holds the lease.
+    ``succeed`` stores the output (``services.generation_succeed``'s arguments); by default it calls that
+    service, and the generator passes its group commit."""
     stream = DeltaStream(str(lifecycle.id)) if lifecycle.params.get("stream") else None
+    succeed = succeed or functools.partial(db.patiently, services.generation_succeed)
     try:
-        await _generate(lifecycle, client=client, stream=stream)
+        await _generate(lifecycle, client=client, stream=stream, succeed=succeed)
     finally:
         if stream is not None:
             await stream.close()
 
 
-async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: DeltaStream | None) -> None:
+async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: DeltaStream | None, succeed) -> None:
     on_delta = stream.add if stream else None
     last_error = "no model was tried"
     # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
@@ -114,8 +118,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
                     details=exc.details,
                 )
                 return
-            await db.patiently(
-                services.generation_succeed,
+            await succeed(
                 lifecycle_id=lifecycle.id,
                 output=output,
                 usage=generation.usage,

@@ -5,7 +5,7 @@ and only up to the oldest message still in flight (see :class:`OffsetTracker`). 
 redelivered finds its lifecycle already claimed or finished, and does nothing.
 
 Claims: a consumed batch is claimed in one transaction (``services.generation_claim_many``); each claimed
-generation then runs as its own task.
+generation then runs as its own task, and outputs are stored in group commits (:class:`GroupCommit`).
 
 Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
 polling, so the group keeps it); lag builds in Kafka and the API never waits.
@@ -97,6 +97,59 @@ class OffsetTracker:
                     table.pop((p.topic, p.partition), None)
 
 
+class GroupCommit:
+    """Generations' outputs stored together: each generation awaits its own, and what arrives while a write
+    is under way goes in the next one, one transaction for all of it (``services.generation_succeed_many``).
+    Under light load every write holds one result and waits for nothing; under load a write holds what came
+    meanwhile. ``WRITERS`` writes run at once."""
+
+    WRITERS = 4
+    MOST = 200
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.writers: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self.writers = [asyncio.create_task(self._write()) for _ in range(self.WRITERS)]
+
+    def stop(self) -> None:
+        for writer in self.writers:
+            writer.cancel()
+
+    async def succeed(self, **result) -> Lifecycle | None:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((result, future))
+        return await future
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.MOST and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                outcomes = await db.patiently(services.generation_succeed_many, results=[r for r, _ in batch])
+            except Exception:
+                log.exception("generator: storing %d results together failed; storing each alone", len(batch))
+                await self._write_each(batch)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # its generation was abandoned meanwhile
+                    future.set_result(outcome)
+
+    @staticmethod
+    async def _write_each(batch) -> None:
+        for result, future in batch:
+            try:
+                outcome = await db.patiently(services.generation_succeed, **result)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(outcome)
+
+
 def parse_request(message: Message) -> uuid.UUID:
     try:
         body = orjson.loads(message.value() or b"")
@@ -120,6 +173,7 @@ class Generator:
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
         self.idle = kafka.Idle(self.consumer)  # paused at capacity (held) or with nothing coming (asleep)
+        self.results = GroupCommit()
 
     async def _kafka(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
@@ -145,6 +199,7 @@ class Generator:
         loop.set_default_executor(ThreadPoolExecutor(settings.GENERATOR_DB_THREADS, thread_name_prefix="db"))
         last_commit = loop.time()
         listener = asyncio.create_task(self._listen())
+        self.results.start()
         renewer = asyncio.create_task(self._renew_leases())
         async with contextlib.AsyncExitStack() as clients:
             # Several small connection pools, not one big one: httpcore scans its whole pool on every request
@@ -178,6 +233,7 @@ class Generator:
                 await asyncio.wait(self.tasks, timeout=30)
         listener.cancel()
         renewer.cancel()
+        self.results.stop()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
@@ -276,7 +332,7 @@ class Generator:
             log.info("generator: generating with %s", lifecycle.model)
             try:
                 with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=key):
-                    await generation.generate(lifecycle, client=client)
+                    await generation.generate(lifecycle, client=client, succeed=self.results.succeed)
             except asyncio.CancelledError:
                 if self.stop.requested:
                     raise

@@ -411,28 +411,42 @@ def generation_succeed(
     """Store a generation's output and move on, recording the provider ``attempt`` that produced it in the
     same transaction. A late result (the lifecycle was cancelled, another worker finished first, or holds
     the lease now: ``lease`` is the claim's fencing token) changes nothing but the attempt's record."""
+    result = {"lifecycle_id": lifecycle_id, "output": output, "usage": usage, "model_used": model_used}
+    return generation_succeed_many(results=[result | {"attempt": attempt, "lease": lease}])[0]
+
+
+def generation_succeed_many(*, results: list[dict[str, Any]]) -> list[Lifecycle | None]:
+    """:func:`generation_succeed` for several results at once (each a dict of its arguments), in one
+    transaction and two round trips however many there are; the outcome of each, in order."""
+    with transaction.atomic():
+        with store.batched():
+            locked = {str(lc.id): lc for lc in store.lock_many([r["lifecycle_id"] for r in results])}
+            moved = [_succeed(locked.get(str(r["lifecycle_id"])), r) for r in results]
+        for lifecycle in moved:
+            if lifecycle is not None and lifecycle.status == Status.DELIVERING:
+                delivery.start(lifecycle=lifecycle)
+    return moved
+
+
+def _succeed(lifecycle: Lifecycle | None, result: dict[str, Any]) -> Lifecycle | None:
+    if lifecycle is None:
+        return None
+    output, usage, model_used = result["output"], result["usage"], result["model_used"]
     fields = {"output": output, "usage": usage, "model_used": model_used, "lease_expires_at": None}
     payload = {"model": model_used, "usage": usage}
-    steps = (attempt,) if attempt else ()
-    with transaction.atomic():
-        lifecycle = _locked(lifecycle_id)
-        if lifecycle is None:
-            return None
-        if not _holds_lease(lifecycle, lease):
-            if steps:
-                _record(lifecycle, *steps)
-            return None
-        if lifecycle.delivery.get("mode") in (None, delivery.DIRECT):
-            # No backend step: the output is the result.
-            fields["result"] = output
-            to = Status.COMPLETED
-        else:
-            to = Status.DELIVERING
-        generating = frozenset({Status.GENERATING})
-        moved = _move(lifecycle, to=to, only_from=generating, payload=payload, fields=fields, steps=steps)
-        if moved is not None and to == Status.DELIVERING:
-            delivery.start(lifecycle=moved)
-        return moved
+    steps = (result["attempt"],) if result.get("attempt") else ()
+    if not _holds_lease(lifecycle, result.get("lease")):
+        if steps:
+            _record(lifecycle, *steps)
+        return None
+    if lifecycle.delivery.get("mode") in (None, delivery.DIRECT):
+        # No backend step: the output is the result.
+        fields["result"] = output
+        to = Status.COMPLETED
+    else:
+        to = Status.DELIVERING
+    generating = frozenset({Status.GENERATING})
+    return _move(lifecycle, to=to, only_from=generating, payload=payload, fields=fields, steps=steps)
 
 
 def delivery_succeeded(*, lifecycle_id, callback_deadline=None, attempt: Step | None = None) -> Lifecycle | None:

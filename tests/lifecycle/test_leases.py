@@ -91,3 +91,30 @@ def test_a_batch_is_claimed_in_one_transaction_each_lifecycle_as_if_alone(projec
         assert row.last_seq == len(events)
         published = OutboxMessage.objects.filter(key=str(lifecycle_id), topic=outbox.TOPIC_EVENTS)
         assert sorted(m.payload["seq"] for m in published) == [e.seq for e in events]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_results_stored_together_each_as_if_alone(project_key):
+    project, _ = project_key
+    first, second, stale = (lifecycle_with_lost_request(project) for _ in range(3))
+    claims = services.generation_claim_many(lifecycle_ids=[first.id, second.id, stale.id])
+
+    def result(lifecycle_id, lease, output):
+        return {"lifecycle_id": lifecycle_id, "output": output, "usage": None, "model_used": "echo/test",
+                "attempt": services.Step("generation.attempt", {"outcome": "ok"}), "lease": lease}  # fmt: skip
+
+    outcomes = services.generation_succeed_many(
+        results=[
+            result(first.id, claims[str(first.id)].attempts, "one"),
+            result(stale.id, claims[str(stale.id)].attempts + 1, "from a worker that lost its lease"),
+            result(uuid.uuid4(), 0, "for nobody"),
+            result(second.id, claims[str(second.id)].attempts, "two"),
+        ]
+    )
+
+    assert [o.status if o else None for o in outcomes] == ["completed", None, None, "completed"]
+    assert Lifecycle.objects.get(id=first.id).result == "one"
+    assert Lifecycle.objects.get(id=second.id).result == "two"
+    assert Lifecycle.objects.get(id=stale.id).status == "generating"  # fenced: only its attempt is recorded
+    stale_events = [e.event for e in TimelineEvent.objects.filter(lifecycle_id=stale.id).order_by("seq")]
+    assert stale_events[-1] == "generation.attempt"
