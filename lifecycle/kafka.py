@@ -85,7 +85,7 @@ class Idle:
         self._last = time.monotonic()
         self._slept_at = self._woken_at = 0.0
         self._woken = asyncio.Event()
-        # Where this consumer stands in each partition it consumed from since it was assigned it.
+        # Where this consumer stands in each partition it was assigned (see _seek_in_place).
         self._positions: dict[tuple[str, int], int] = {}
 
     def forget(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -151,15 +151,16 @@ class Idle:
         """librdkafka fetches a resumed partition only at its broker thread's next wake-up, up to a second
         later; a seek to where the consumer stands fetches at once. Where it stands: after the last message
         it consumed, or, in a partition it consumed nothing from since it was assigned it (so nothing of it
-        is in flight here), at the committed offset."""
+        is in flight here, and only this consumer commits it), at the committed offset, asked once."""
         untracked = [p for p in assignment if (p.topic, p.partition) not in self._positions]
         try:
-            committed = self.consumer.committed(untracked, timeout=2) if untracked else []
-            for p in committed:
+            for p in self.consumer.committed(untracked, timeout=2) if untracked else []:
                 if p.offset >= 0:
-                    self.consumer.seek(p)
-            for (topic, partition), offset in self._positions.items():
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+                    self._positions[(p.topic, p.partition)] = p.offset
+            for p in assignment:
+                offset = self._positions.get((p.topic, p.partition))
+                if offset is not None:
+                    self.consumer.seek(TopicPartition(p.topic, p.partition, offset))
         except KafkaException as exc:
             # The broker away, or a partition just revoked: librdkafka fetches anyway, at its own pace.
             log.info("kafka: could not seek resumed partitions in place: %s", exc)

@@ -19,15 +19,10 @@ TOPICS = (TOPIC_REQUESTS, TOPIC_EVENTS, TOPIC_DLQ)
 
 
 def message(*, topic: str, key: str, event_type: str, payload: dict, headers: dict[str, str]) -> OutboxMessage:
-    """An outbox row, not yet written: :func:`enqueue_all` writes several in one statement."""
+    """An outbox row, not yet written: ``lifecycle.store`` writes it with the step it announces."""
     return OutboxMessage(topic=topic, key=key, event_type=event_type, payload=payload, headers=headers)
 
 
 def enqueue(*, topic: str, key: str, event_type: str, payload: dict, headers: dict[str, str]) -> OutboxMessage:
     """Add a message to the outbox. Call inside the transaction that makes the change it announces."""
     return OutboxMessage.objects.create(topic=topic, key=key, event_type=event_type, payload=payload, headers=headers)
-
-
-def enqueue_all(messages: list[OutboxMessage]) -> None:
-    """Add messages to the outbox in one INSERT, in list order (the relay publishes in id order)."""
-    OutboxMessage.objects.bulk_create(messages)

@@ -126,15 +126,18 @@ class Step:
     duration_ms: float | None = None
 
 
-def _record(lifecycle: Lifecycle, *steps: Step, fields: tuple[str, ...] = ()) -> None:
-    """Append timeline events to a lifecycle whose row this transaction holds locked, publish them, and write
-    ``fields`` of the row: one round trip, however many events there are (:mod:`lifecycle.store`)."""
+def _record(
+    lifecycle: Lifecycle, *steps: Step, fields: tuple[str, ...] = (), also: tuple[OutboxMessage, ...] = ()
+) -> None:
+    """Append timeline events to a lifecycle whose row this transaction holds locked, publish them (and the
+    messages ``also``, after them), and write ``fields`` of the row: one round trip, however many events
+    there are (:mod:`lifecycle.store`)."""
     written = [_next_event(lifecycle, event=s.event, payload=s.payload, duration_ms=s.duration_ms) for s in steps]
     store.update(
         lifecycle,
         fields=(*fields, "last_seq"),
         events=[timeline_event for timeline_event, _ in written],
-        messages=[message for _, message in written],
+        messages=[*(message for _, message in written), *also],
     )
 
 
@@ -590,12 +593,12 @@ def lifecycles_redrive_stuck(*, limit: int = 500) -> int:
             lifecycle.next_redrive_at = now + timedelta(seconds=backoff)
             lifecycle.redriven_at = now
             lifecycle.redrive_count += 1
-            timeline_event, event = _next_event(
-                lifecycle, event="lifecycle.redriven", payload={"status": lifecycle.status}
+            _record(
+                lifecycle,
+                Step("lifecycle.redriven", {"status": lifecycle.status}),
+                fields=("redriven_at", "redrive_count", "next_redrive_at"),
+                also=(_generation_request(lifecycle),),
             )
-            timeline_event.save(force_insert=True)
-            outbox.enqueue_all([event, _generation_request(lifecycle)])
-            lifecycle.save(update_fields=["redriven_at", "redrive_count", "next_redrive_at", "last_seq", "updated_at"])
             redriven += 1
     return redriven
 

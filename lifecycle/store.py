@@ -33,6 +33,7 @@ class Rows:
         self.model = model
         self.fields = tuple(model._meta.concrete_fields)
         self.attnames = tuple(f.attname for f in self.fields)
+        self.by_attname = {f.attname: f for f in self.fields}
         self.json = frozenset(f.attname for f in self.fields if isinstance(f, JSONField))
         prefix = f"{alias}." if alias else ""
         self.columns = ", ".join(prefix + connection.ops.quote_name(f.column) for f in self.fields)
@@ -48,10 +49,6 @@ class Rows:
 
 _LIFECYCLE = Rows(Lifecycle)
 LIFECYCLE_ROWS = Rows(Lifecycle, "l")  # columns as ``l.<column>``
-_FIELDS = _LIFECYCLE.fields
-_BY_ATTNAME = {f.attname: f for f in _FIELDS}
-_ATTNAMES = _LIFECYCLE.attnames
-_JSON = _LIFECYCLE.json
 _TABLE = Lifecycle._meta.db_table
 _SELECT_FOR_UPDATE = f"SELECT {_LIFECYCLE.columns} FROM {_TABLE} WHERE id = %s FOR UPDATE"  # noqa: S608
 # In id order, so two processes locking overlapping batches cannot deadlock.
@@ -59,12 +56,12 @@ _SELECT_MANY_FOR_UPDATE = f"SELECT {_LIFECYCLE.columns} FROM {_TABLE} WHERE id =
 
 
 def _placeholder(attname: str) -> str:
-    return "%s::jsonb" if attname in _JSON else "%s"
+    return "%s::jsonb" if attname in _LIFECYCLE.json else "%s"
 
 
 _INSERT = (
     f"INSERT INTO {_TABLE} ({_LIFECYCLE.columns}) "  # noqa: S608
-    f"VALUES ({', '.join(_placeholder(name) for name in _ATTNAMES)})"
+    f"VALUES ({', '.join(_placeholder(name) for name in _LIFECYCLE.attnames)})"
 )
 
 _EVENTS = TimelineEvent._meta.db_table
@@ -130,9 +127,9 @@ def batched() -> Iterator[None]:
 
 
 def _prepared(lifecycle: Lifecycle, attname: str, *, add: bool = False):
-    field = _BY_ATTNAME[attname]
+    field = _LIFECYCLE.by_attname[attname]
     value = field.pre_save(lifecycle, add)
-    if attname in _JSON:
+    if attname in _LIFECYCLE.json:
         return None if value is None and field.null else _json_text(value)
     return field.get_db_prep_save(value, connection)
 
@@ -170,7 +167,7 @@ def _execute(sql: list[str], params: list) -> None:
 
 def insert(lifecycle: Lifecycle, *, events: Sequence[TimelineEvent], messages: Sequence[OutboxMessage]) -> None:
     """Write a new lifecycle with its first events and their messages, in one round trip."""
-    params = [_prepared(lifecycle, name, add=True) for name in _ATTNAMES]
+    params = [_prepared(lifecycle, name, add=True) for name in _LIFECYCLE.attnames]
     steps, step_params = _steps_sql(events, messages)
     _execute([_INSERT, *steps], params + step_params)
     lifecycle._state.adding = False
@@ -187,7 +184,8 @@ def update(
     """Write ``fields`` of a lifecycle this transaction holds locked (and ``updated_at``), with new events
     and their messages, in one round trip."""
     names = list(dict.fromkeys([*fields, "updated_at"]))
-    assignments = ", ".join(f"{connection.ops.quote_name(_BY_ATTNAME[n].column)} = {_placeholder(n)}" for n in names)
+    column = connection.ops.quote_name
+    assignments = ", ".join(f"{column(_LIFECYCLE.by_attname[n].column)} = {_placeholder(n)}" for n in names)
     steps, step_params = _steps_sql(events, messages)
     _execute(
         [*steps, f"UPDATE {_TABLE} SET {assignments} WHERE id = %s"],  # noqa: S608

@@ -9,6 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, connection
 
@@ -63,8 +64,6 @@ async def patiently(fn, /, *args, **kwargs):
 async def listen(channels: dict[str, Callable[[str], None]], who: str) -> None:
     """Call ``channels[name](payload)`` for every NOTIFY on those channels, for ever: while PostgreSQL is
     away, wait for it (logged once) and listen again."""
-    import psycopg
-
     outage = Outage(f"{who}: PostgreSQL (LISTEN)", log)
     while True:
         try:
