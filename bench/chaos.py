@@ -69,6 +69,7 @@ FAULTS = (
     "generator",
     "kafka",
     "realtime",
+    "delivery",
     "worker",
     "postgres-immediate",
     "bridge",

@@ -193,7 +193,7 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
     }
 
 
-PIPELINE = ("relay", "generator", "bridge", "worker", "beat")
+PIPELINE = ("relay", "generator", "bridge", "delivery", "worker", "beat")
 # The order they run in: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
 # message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
 ALL_SCENARIOS = ("burst", "overhead", "cpu", "flight", "sockets", "webhooks", "accept")
@@ -331,19 +331,19 @@ def flight_run(stack: ServiceProcesses, api: str, key: str, ledger: Ledger, args
 
 
 def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
-    """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the worker is
-    paused, then released; attempts per second until all are delivered."""
+    """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the delivery
+    process is paused, then released; attempts per second until all are delivered."""
     tag = uuid.uuid4().hex
     body = json.dumps(
         {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "webhook"}, "metadata": {"run": tag}}
     )
-    stack.signal("worker", signal.SIGSTOP)
+    stack.signal("delivery", signal.SIGSTOP)
     try:
         accepted = load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(args.webhooks),
                         "--timeout", "600", "--body", body)  # fmt: skip
         ledger.wait_deliveries(tag, accepted["outcomes"].get("202", 0), timeout=300)
     finally:
-        stack.signal("worker", signal.SIGCONT)
+        stack.signal("delivery", signal.SIGCONT)
     released = time.monotonic()
     delivered = 0
     while time.monotonic() - released < 600 and delivered < accepted["outcomes"].get("202", 0):

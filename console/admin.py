@@ -293,7 +293,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     exclude = ["payload"]
     readonly_fields = [
         "lifecycle", "endpoint", "event_type", "webhook_id", "status", "schedule", "attempt_count",
-        "schedule_position", "next_attempt_at", "lease_expires_at", "enqueued_at", "last_error", "delivered_at",
+        "schedule_position", "next_attempt_at", "lease_expires_at", "last_error", "delivered_at",
     ]  # fmt: skip
 
     def has_add_permission(self, request) -> bool:

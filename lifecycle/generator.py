@@ -5,7 +5,7 @@ and only up to the oldest message still in flight (see :class:`OffsetTracker`). 
 redelivered finds its lifecycle already claimed or finished, and does nothing.
 
 Claims: a consumed batch is claimed in one transaction (``services.generation_claim_many``); each claimed
-generation then runs as its own task, and outputs are stored in group commits (:class:`GroupCommit`).
+generation then runs as its own task, and outputs are stored in group commits (:class:`db.GroupCommit`).
 
 Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
 polling, so the group keeps it); lag builds in Kafka and the API never waits.
@@ -97,59 +97,6 @@ class OffsetTracker:
                     table.pop((p.topic, p.partition), None)
 
 
-class GroupCommit:
-    """Generations' outputs stored together: each generation awaits its own, and what arrives while a write
-    is under way goes in the next one, one transaction for all of it (``services.generation_succeed_many``).
-    Under light load every write holds one result and waits for nothing; under load a write holds what came
-    meanwhile. ``WRITERS`` writes run at once."""
-
-    WRITERS = 4
-    MOST = 200
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.writers: list[asyncio.Task] = []
-
-    def start(self) -> None:
-        self.writers = [asyncio.create_task(self._write()) for _ in range(self.WRITERS)]
-
-    def stop(self) -> None:
-        for writer in self.writers:
-            writer.cancel()
-
-    async def succeed(self, **result) -> Lifecycle | None:
-        future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((result, future))
-        return await future
-
-    async def _write(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.MOST and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            try:
-                outcomes = await db.patiently(services.generation_succeed_many, results=[r for r, _ in batch])
-            except Exception:
-                log.exception("generator: storing %d results together failed; storing each alone", len(batch))
-                await self._write_each(batch)
-                continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():  # its generation was abandoned meanwhile
-                    future.set_result(outcome)
-
-    @staticmethod
-    async def _write_each(batch) -> None:
-        for result, future in batch:
-            try:
-                outcome = await db.patiently(services.generation_succeed, **result)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if not future.done():
-                future.set_result(outcome)
-
-
 def parse_request(message: Message) -> uuid.UUID:
     try:
         body = orjson.loads(message.value() or b"")
@@ -173,7 +120,12 @@ class Generator:
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
         self.idle = kafka.Idle(self.consumer)  # paused at capacity (held) or with nothing coming (asleep)
-        self.results = GroupCommit()
+        # Outputs stored in group commits: one transaction for whatever finished while the last was written.
+        self.results = db.GroupCommit(
+            lambda results: services.generation_succeed_many(results=results),
+            lambda result: services.generation_succeed(**result),
+            what="generation results",
+        )
 
     async def _kafka(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
@@ -332,7 +284,9 @@ class Generator:
             log.info("generator: generating with %s", lifecycle.model)
             try:
                 with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=key):
-                    await generation.generate(lifecycle, client=client, succeed=self.results.succeed)
+                    await generation.generate(
+                        lifecycle, client=client, succeed=lambda **result: self.results.put(result)
+                    )
             except asyncio.CancelledError:
                 if self.stop.requested:
                     raise

@@ -452,51 +452,77 @@ def _succeed(lifecycle: Lifecycle | None, result: dict[str, Any]) -> Lifecycle |
     return _move(lifecycle, to=to, only_from=generating, payload=payload, fields=fields, steps=steps)
 
 
-def delivery_succeeded(*, lifecycle_id, callback_deadline=None, attempt: Step | None = None) -> Lifecycle | None:
-    """The webhook reached the backend: wait for its callback, or (mode ``webhook``) complete. ``attempt``,
-    the webhook attempt that got through, is recorded in the same transaction."""
-    steps = (attempt,) if attempt else ()
+def delivery_attempts_recorded(*, attempts: list[delivery.Attempt]) -> None:
+    """:func:`lifecycle.delivery.attempts_recorded`: in the caller's transaction, the lifecycles locked in
+    id order and every attempt's step and move written in one round trip."""
+    with store.batched():
+        locked = {str(lc.id): lc for lc in store.lock_many(sorted({str(a.lifecycle_id) for a in attempts}))}
+        for attempt in attempts:
+            lifecycle = locked.get(str(attempt.lifecycle_id))
+            if lifecycle is not None:  # deleted meanwhile (retention, a test's cleanup): nothing to record on
+                _attempt_recorded(lifecycle, attempt)
+
+
+def _attempt_recorded(lifecycle: Lifecycle, attempt: delivery.Attempt) -> Lifecycle | None:
+    steps = () if attempt.payload is None else (Step("webhook.attempt", attempt.payload, attempt.latency_ms),)
     delivering = frozenset({Status.DELIVERING})
-    with transaction.atomic():
-        lifecycle = _locked(lifecycle_id)
-        if lifecycle is None:
-            return None
-        if lifecycle.delivery.get("mode") == delivery.WEBHOOK:
-            fields = {"result": lifecycle.output}
-            return _move(lifecycle, to=Status.COMPLETED, only_from=delivering, fields=fields, steps=steps)
-        return _move(
-            lifecycle,
-            to=Status.AWAITING_CALLBACK,
-            only_from=delivering,
-            payload={"deadline": callback_deadline.isoformat() if callback_deadline else None},
-            fields={"lease_expires_at": callback_deadline},
-            steps=steps,
-        )
-
-
-def delivery_failed(
-    *, lifecycle_id, code: ErrorCode, message: str, details: Any = None, attempt: Step | None = None
-) -> Lifecycle | None:
-    """The delivery of the lifecycle's result is over without reaching the backend (exhausted, aborted by
-    the receiver, its endpoint disabled or deleted): fail the lifecycle, with the last ``attempt`` recorded
-    before the failure in the same transaction. A lifecycle that has moved on (an operator's resend of a
-    finished one) only gets the attempt recorded."""
-    with transaction.atomic():
-        lifecycle = _locked(lifecycle_id)
-        if lifecycle is None:
-            return None
-        return _fail(lifecycle, _error(code, message, "webhook", details), steps=(attempt,) if attempt else ())
-
-
-def callback_complete(*, lifecycle_id, data: Any) -> Lifecycle | None:
-    """The backend called back with its (validated, enriched) data: that is the final result."""
-    return transition(
-        lifecycle_id=lifecycle_id,
-        to=Status.COMPLETED,
-        only_from=frozenset({Status.DELIVERING, Status.AWAITING_CALLBACK}),
-        payload={"source": "callback"},
-        fields={"result": data, "lease_expires_at": None},
+    if attempt.verdict == "failed":
+        error = _error(ErrorCode.WEBHOOK_EXHAUSTED, attempt.message, "webhook", attempt.details)
+        return _fail(lifecycle, error, steps=steps)
+    if attempt.verdict == "retry":
+        if steps:
+            _record(lifecycle, *steps)
+        return None
+    if lifecycle.delivery.get("mode") == delivery.WEBHOOK:
+        fields = {"result": lifecycle.output}
+        return _move(lifecycle, to=Status.COMPLETED, only_from=delivering, fields=fields, steps=steps)
+    timeout_s = lifecycle.delivery.get("callback_timeout_s", delivery.DEFAULT_CALLBACK_TIMEOUT_S)
+    deadline = attempt.at + timedelta(seconds=timeout_s)
+    return _move(
+        lifecycle,
+        to=Status.AWAITING_CALLBACK,
+        only_from=delivering,
+        payload={"deadline": deadline.isoformat()},
+        fields={"lease_expires_at": deadline},
+        steps=steps,
     )
+
+
+def delivery_failed(*, lifecycle_id, message: str, details: Any = None) -> Lifecycle | None:
+    """:func:`lifecycle.delivery.failed`. A lifecycle that has moved on (an operator's resend of a finished
+    one) is left as it is."""
+    with transaction.atomic():
+        lifecycle = _locked(lifecycle_id)
+        if lifecycle is None:
+            return None
+        return _fail(lifecycle, _error(ErrorCode.WEBHOOK_EXHAUSTED, message, "webhook", details))
+
+
+def delivery_callback_received(*, lifecycle_id, body: dict[str, Any]) -> Lifecycle:
+    """:func:`lifecycle.delivery.callback_received`: one lock, and the callback's step and the move in one
+    round trip."""
+    lifecycle = _locked(lifecycle_id)
+    if lifecycle is None:
+        raise Lifecycle.DoesNotExist(lifecycle_id)
+    waiting = frozenset({Status.DELIVERING, Status.AWAITING_CALLBACK})
+    if lifecycle.status not in waiting:
+        raise delivery.NotAwaitingCallback(f"The lifecycle is {lifecycle.status}; it takes no callback.")
+    outcome = "data" if "data" in body else "error"
+    received = Step("callback.received", {"outcome": outcome, **body})
+    if outcome == "data":
+        fields = {"result": body["data"], "lease_expires_at": None}
+        moved = _move(
+            lifecycle, to=Status.COMPLETED, only_from=waiting, payload={"source": "callback"}, fields=fields,
+            steps=(received,),
+        )  # fmt: skip
+    else:
+        error = body["error"]
+        details = {"backend_code": error["code"], **({"details": error["details"]} if "details" in error else {})}
+        moved = _fail(
+            lifecycle, _error(ErrorCode.BACKEND_REJECTED, error["message"], "callback", details), steps=(received,)
+        )
+    assert moved is not None  # the status was checked under the lock
+    return moved
 
 
 def lifecycles_expire_callbacks(*, limit: int = 500) -> int:

@@ -27,6 +27,11 @@ def reconcile_stuck() -> int:
     return redriven
 
 
+@shared_task(name="lifecycle.tasks.expire_callbacks")
+def expire_callbacks() -> int:
+    return services.lifecycles_expire_callbacks()
+
+
 @shared_task(name="lifecycle.tasks.prune_timelines")
 def prune_timelines() -> int:
     return services.timeline_prune(older_than=timedelta(days=settings.RETENTION_DAYS))

@@ -1,4 +1,7 @@
-"""The Celery app: webhook delivery attempts and the periodic sweeps (reconciler, retention)."""
+"""The Celery app: the periodic sweeps (reconciler, callback deadlines, stranded deliveries, retention).
+
+Webhook attempts are not Celery tasks: the delivery process (:mod:`webhooks.worker`) claims them from the
+database in batches. Celery keeps what it is good at here, running each sweep on its beat, once."""
 
 import logging
 import os
@@ -17,8 +20,8 @@ log = logging.getLogger("orchestrator.celery")
 
 class RidesOutOutages(Task):
     """A task that meets a server away (PostgreSQL restarting, Redis failing over) is not a failure to
-    log with a traceback each time: the outage is logged once, a sweep simply runs again at its next beat,
-    and a delivery attempt is tried again after a backoff (its row is the durable part either way)."""
+    log with a traceback each time: the outage is logged once, and the sweep simply runs again at its next
+    beat."""
 
     _outage = None
 
@@ -32,16 +35,11 @@ class RidesOutOutages(Task):
         except Exception as exc:
             if not transient(exc) or self.request.called_directly:
                 raise
-            delay = RidesOutOutages._outage.failed(exc)
-            if self.name in RETRIED_DURING_OUTAGES:
-                raise self.retry(countdown=delay, max_retries=None) from exc
+            RidesOutOutages._outage.failed(exc)
             return None
         RidesOutOutages._outage.ok()
         return result
 
-
-# Tasks that carry one piece of work (not a sweep, which runs again by itself at its next beat).
-RETRIED_DURING_OUTAGES = {"webhooks.tasks.attempt_delivery"}
 
 app = Celery("orchestrator", task_cls=RidesOutOutages)
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from asgiref.sync import sync_to_async
@@ -79,6 +80,70 @@ async def listen(channels: dict[str, Callable[[str], None]], who: str) -> None:
         except Exception:
             log.exception("%s: listener failed; listening again", who)
             await asyncio.sleep(1)
+
+
+class GroupCommit:
+    """Writes from many coroutines made together: each awaits its own, and what arrives while a write is
+    under way goes in the next one, one transaction for all of it (``many(items) -> outcomes``, in order).
+    Under light load every write holds one item and waits for nothing; under load a write holds what came
+    meanwhile. ``writers`` writes run at once, each of at most ``most`` items. A write of several that fails
+    (a bad item, a deadlock) is made again item by item (``one``), so one item's fault stays its own.
+    PostgreSQL being away is waited out (:func:`patiently`), so both must be safe to repeat."""
+
+    def __init__(
+        self,
+        many: Callable[[list], Sequence],
+        one: Callable[[Any], Any],
+        *,
+        what: str,
+        writers: int = 4,
+        most: int = 200,
+    ) -> None:
+        self.many, self.one, self.what = many, one, what
+        self.writers, self.most = writers, most
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._write()) for _ in range(self.writers)]
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    async def put(self, item) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((item, future))
+        return await future
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.most and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if len(batch) == 1:
+                await self._write_each(batch)
+                continue
+            try:
+                outcomes = await patiently(self.many, [item for item, _ in batch])
+            except Exception:
+                log.exception("writing %d %s together failed; writing each alone", len(batch), self.what)
+                await self._write_each(batch)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # its writer was cancelled meanwhile
+                    future.set_result(outcome)
+
+    async def _write_each(self, batch) -> None:
+        for item, future in batch:
+            try:
+                outcome = await patiently(self.one, item)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(outcome)
 
 
 def drop_broken_connection() -> None:

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -198,10 +197,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # as Django treats a request: connections older than CONN_MAX_AGE, or broken (a database restart), close.
 CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_IGNORE_RESULT = True
-# Webhook attempts have their own queue: the sweeps never wait behind a backlog of attempts, and the
-# sweep can tell a lost attempt (its queue is empty) from a slow one (still waiting in it).
-CELERY_TASK_QUEUES = (Queue("celery"), Queue("deliveries"))
-CELERY_TASK_ROUTES = {"webhooks.tasks.attempt_delivery": {"queue": "deliveries"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers and beat ride out a Redis outage of any length: they reconnect with backoff and never give up.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
@@ -215,10 +210,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "lifecycle.tasks.reconcile_stuck",
         "schedule": RECONCILE_INTERVAL_S,
     },
-    "queue-due-deliveries": {
-        "task": "webhooks.tasks.queue_due_deliveries",
-        "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_S", default=1.0),
-    },
     "prune-timelines": {"task": "lifecycle.tasks.prune_timelines", "schedule": 3600.0},
     "prune-deliveries": {"task": "webhooks.tasks.prune_deliveries", "schedule": 3600.0},
     "end-stranded-lifecycles": {
@@ -226,7 +217,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_INTERVAL_S,
     },
     "expire-callbacks": {
-        "task": "webhooks.tasks.expire_callbacks",
+        "task": "lifecycle.tasks.expire_callbacks",
         "schedule": RECONCILE_INTERVAL_S,
     },
 }
@@ -244,11 +235,13 @@ WEBHOOK_DISABLE_AFTER_S = env.int("WEBHOOK_DISABLE_AFTER_S", default=5 * 24 * 36
 WEBHOOK_SECRET_GRACE_S = env.int("WEBHOOK_SECRET_GRACE_S", default=24 * 3600)
 # Attempts in flight per endpoint: a slow endpoint holds at most this many worker slots.
 WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
-# A claimed attempt is someone's for WEBHOOK_TIMEOUT_S plus this long; past that (its worker died) the sweep
-# hands it to another worker.
+# A claimed attempt is its worker's for WEBHOOK_TIMEOUT_S plus this long; past that (the worker stopped) the
+# delivery is due again on its schedule, for any worker.
 WEBHOOK_LEASE_GRACE_S = env.int("WEBHOOK_LEASE_GRACE_S", default=30)
-# A due delivery whose queued attempt task has not run after this long is queued again.
-WEBHOOK_REQUEUE_AFTER_S = env.int("WEBHOOK_REQUEUE_AFTER_S", default=30)
+# Attempts in flight per delivery process.
+WEBHOOK_CONCURRENCY = env.int("WEBHOOK_CONCURRENCY", default=256)
+# CA certificates that verify receivers' TLS (PEM file); unset, certifi's bundle.
+WEBHOOK_CA_BUNDLE = env.str("WEBHOOK_CA_BUNDLE", default="") or None
 # The embedded default runs everything on one machine, so it lets loopback through the SSRF guard.
 WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"] if DEBUG else [])
 
@@ -337,7 +330,7 @@ LOGGING = {
 BENCH_BASELINE = env.bool("BENCH_BASELINE", default=False)
 if BENCH_BASELINE:
     CELERY_IMPORTS = ("bench.baseline",)
-    CELERY_TASK_ROUTES["bench.naive_generate"] = {"queue": "naive"}
+    CELERY_TASK_ROUTES = {"bench.naive_generate": {"queue": "naive"}}
 
 REALTIME_TOKEN_TTL_S = env.int("REALTIME_TOKEN_TTL_S", default=900)
 # Streamed model output is sent to sockets at most this often (coalescing the tokens in between).

@@ -14,11 +14,10 @@ from typing import Any
 import jsonschema
 import orjson
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from lifecycle import services as lifecycle_services
+from lifecycle import delivery
 from lifecycle.models import Lifecycle
-from lifecycle.states import ErrorCode, Status
 from webhooks.models import Callback
 
 SALT = "webhooks.callback.v1"
@@ -95,8 +94,10 @@ def callback_accept(*, lifecycle_id: str, token: str, body: Any) -> tuple[Lifecy
 
     1. Check the token (scope and expiry) before touching anything.
     2. Validate the body against ``CALLBACK_SCHEMA``.
-    3. In one transaction: record the callback (one per lifecycle, the first wins), put it on the
-       timeline, and complete the lifecycle (``data``) or fail it with ``backend_rejected`` (``error``).
+    3. In one transaction: record the callback (one per lifecycle: the first wins, and a concurrent second
+       waits on the first's row, then answers as a repeat or a conflict), then hand it to the lifecycle,
+       which completes with ``data`` or fails with ``backend_rejected`` on ``error``, its one lock and its
+       timeline step included (:func:`lifecycle.delivery.callback_received`).
     """
     if not token_opens(token, lifecycle_id):
         raise InvalidToken("The callback token is invalid, expired or for another lifecycle.")
@@ -104,42 +105,23 @@ def callback_accept(*, lifecycle_id: str, token: str, body: Any) -> tuple[Lifecy
     body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     try:
         with transaction.atomic():
-            lifecycle = Lifecycle.objects.select_for_update().filter(id=lifecycle_id).first()
-            if lifecycle is None:
-                raise UnknownLifecycle("No such lifecycle.")
-            existing = Callback.objects.filter(lifecycle=lifecycle).first()
-            if existing is not None:
-                if existing.body_hash == body_hash:
-                    return lifecycle, False
-                raise CallbackConflict("A different callback was already accepted for this lifecycle.")
-            if lifecycle.status not in (Status.DELIVERING, Status.AWAITING_CALLBACK):
-                raise CallbackConflict(f"The lifecycle is {lifecycle.status}; it takes no callback.")
-            Callback.objects.create(lifecycle=lifecycle, body=body, body_hash=body_hash)
-            outcome = "data" if "data" in body else "error"
-            lifecycle_services.record_event(
-                lifecycle_id=lifecycle.id, event="callback.received", payload={"outcome": outcome, **body}
-            )
-            if outcome == "data":
-                updated = lifecycle_services.callback_complete(lifecycle_id=lifecycle.id, data=body["data"])
-            else:
-                error = body["error"]
-                details = {"backend_code": error["code"]}
-                if "details" in error:
-                    details["details"] = error["details"]
-                updated = lifecycle_services.lifecycle_fail(
-                    lifecycle_id=lifecycle.id,
-                    code=ErrorCode.BACKEND_REJECTED,
-                    message=error["message"],
-                    step="callback",
-                    details={
-                        "backend_code": error["code"],
-                        **({"details": error["details"]} if "details" in error else {}),
-                    },
-                )
-            return updated, True
+            with connection.cursor() as cursor:
+                cursor.execute(_INSERT_FIRST, [lifecycle_id, orjson.dumps(body).decode(), body_hash])
+                first = cursor.fetchone() is not None
+            if first:
+                return delivery.callback_received(lifecycle_id=lifecycle_id, body=body), True
     except IntegrityError:
-        # A concurrent first callback won the race; answer as a repeat or a conflict.
-        existing = Callback.objects.get(lifecycle_id=lifecycle_id)
-        if existing.body_hash != body_hash:
-            raise CallbackConflict("A different callback was already accepted for this lifecycle.") from None
-        return Lifecycle.objects.get(id=lifecycle_id), False
+        raise UnknownLifecycle("No such lifecycle.") from None  # the callback's foreign key found no lifecycle
+    except Lifecycle.DoesNotExist:
+        raise UnknownLifecycle("No such lifecycle.") from None
+    except delivery.NotAwaitingCallback as exc:
+        raise CallbackConflict(str(exc)) from None
+    if Callback.objects.filter(lifecycle_id=lifecycle_id).values_list("body_hash", flat=True).first() != body_hash:
+        raise CallbackConflict("A different callback was already accepted for this lifecycle.")
+    return Lifecycle.objects.get(id=lifecycle_id), False
+
+
+_INSERT_FIRST = (
+    f"INSERT INTO {Callback._meta.db_table} (lifecycle_id, body, body_hash, received_at) "  # noqa: S608
+    "VALUES (%s, %s::jsonb, %s, now()) ON CONFLICT (lifecycle_id) DO NOTHING RETURNING id"
+)

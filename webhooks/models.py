@@ -63,8 +63,6 @@ class Delivery(models.Model):
     schedule_position = models.PositiveIntegerField(default=0)  # retries used of the current series
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    # When the sweep last queued an attempt task; a task lost with its broker is queued again later.
-    enqueued_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -1,28 +1,28 @@
 """Webhook endpoints, deliveries and their attempts. Every write about webhooks goes through here.
 
-A delivery's retry schedule lives on its row; attempts are Celery tasks, but no broker ETA holds a retry:
-the due-deliveries sweep queues whatever is due, so a task lost with Redis is queued again.
+A delivery's retry schedule lives on its row, and so does its lease: the delivery workers
+(:mod:`webhooks.worker`) claim what is due in batches, make the attempts, and record them in batches. No
+broker holds an attempt, so none can be lost with one. The lifecycle's own steps and moves go through the
+lifecycle app's port (:mod:`lifecycle.delivery`).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from lifecycle import delivery as delivery_routing
-from lifecycle import services as lifecycle_services
 from lifecycle.models import Lifecycle, Project
-from lifecycle.states import ErrorCode, Status
-from orchestrator import metrics, telemetry
-from orchestrator.logs import log_context
+from lifecycle.states import Status
 from webhooks import callbacks, sender, signing, ssrf
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 
@@ -90,13 +90,6 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint, grace_s: int | None = N
     return endpoint
 
 
-def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
-    live = [endpoint.secret]
-    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
-        live.append(endpoint.previous_secret)
-    return live
-
-
 # --- choosing where a lifecycle goes (the lifecycle engine's delivery backend) --------------------
 
 
@@ -157,11 +150,15 @@ def generated_payload(lifecycle: Lifecycle, schedule: list[int], now: datetime) 
     return {"type": GENERATED, "timestamp": now.isoformat(), "data": data}
 
 
+DUE_CHANNEL = "webhook_deliveries_due"
+
+
 def delivery_create(*, lifecycle: Lifecycle) -> Delivery:
-    """Create the ``lifecycle.generated`` delivery and queue its first attempt once the transaction commits."""
+    """Create the ``lifecycle.generated`` delivery, due at once. A trigger NOTIFYs :data:`DUE_CHANNEL` when the
+    transaction commits, which wakes the delivery workers."""
     now = timezone.now()
     schedule = list(settings.WEBHOOK_RETRY_SCHEDULE)
-    delivery = Delivery.objects.create(
+    return Delivery.objects.create(
         lifecycle=lifecycle,
         endpoint_id=lifecycle.delivery["endpoint_id"],
         event_type=GENERATED,
@@ -169,222 +166,293 @@ def delivery_create(*, lifecycle: Lifecycle) -> Delivery:
         payload=generated_payload(lifecycle, schedule, now),
         schedule=schedule,
         next_attempt_at=now,
-        enqueued_at=now,
     )
-    transaction.on_commit(lambda: _queue_attempt(delivery.id))
-    return delivery
 
 
-def _queue_attempt(delivery_id) -> None:
-    """Hand the attempt to a Celery worker. The delivery row is the durable part: if the broker cannot take
-    the task (Redis down or restarting), the row is marked not queued and the next sweep queues it again,
-    so whatever committed the delivery (a generation, a resend) is never failed by the queue."""
-    from webhooks.tasks import attempt_delivery
-
-    try:
-        attempt_delivery.apply_async((str(delivery_id),), retry=False)
-    except Exception as exc:
-        log.warning("webhooks: could not queue delivery %s (the sweep will): %s", delivery_id, exc)
-        Delivery.objects.filter(id=delivery_id).update(enqueued_at=None)
+# --- attempts: claimed in batches, recorded in batches (webhooks.worker runs them) ------------------
 
 
-# --- attempts ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds (``status = sending``) for one attempt, with all the attempt needs."""
+
+    id: uuid.UUID
+    lifecycle_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    webhook_id: str
+    body: bytes
+    attempt: int  # this attempt's number: the claim's fencing token
+    schedule: list[int]
+    schedule_position: int
+    url: str
+    secrets: list[str]
+    endpoint_enabled: bool
+    endpoint_disabled_reason: str
+    endpoint_failing: bool
+    traceparent: str
+    project_id: uuid.UUID
 
 
-def _claim(delivery_id) -> Delivery | None:
-    """Compare-and-swap ``pending`` → ``sending``; anyone else's claim makes this a no-op.
+_CLAIM_LOCK = "webhooks.deliveries_claim"
+_DELIVERIES, _ENDPOINTS = Delivery._meta.db_table, WebhookEndpoint._meta.db_table
+_ATTEMPTS, _LIFECYCLES = DeliveryAttempt._meta.db_table, Lifecycle._meta.db_table
+# 1. ``due``: pending deliveries whose time has come, oldest first, skipping rows another transaction holds
+#    and endpoints already at their in-flight cap; 2. ``busy``: what each of their endpoints has in flight;
+# 3. ``chosen``: as many of each endpoint's as its cap leaves room for; 4. those are ``sending`` under a
+# lease, or ``cancelled`` if their lifecycle was cancelled meanwhile (nothing to send any more).
+_CLAIM = f"""
+WITH due AS (
+    SELECT d.id, d.endpoint_id, d.next_attempt_at FROM {_DELIVERIES} d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+      AND d.endpoint_id NOT IN (
+          SELECT endpoint_id FROM {_DELIVERIES} WHERE status = 'sending' AND lease_expires_at > now()
+          GROUP BY endpoint_id HAVING count(*) >= %(cap)s)
+    ORDER BY d.next_attempt_at LIMIT %(scan)s
+    FOR UPDATE OF d SKIP LOCKED
+), busy AS (
+    SELECT endpoint_id, count(*) AS n FROM {_DELIVERIES}
+    WHERE status = 'sending' AND lease_expires_at > now() AND endpoint_id IN (SELECT endpoint_id FROM due)
+    GROUP BY endpoint_id
+), chosen AS (
+    SELECT id FROM (
+        SELECT due.id, due.next_attempt_at, coalesce(busy.n, 0)
+            + row_number() OVER (PARTITION BY due.endpoint_id ORDER BY due.next_attempt_at) AS slot
+        FROM due LEFT JOIN busy USING (endpoint_id)
+    ) ranked WHERE slot <= %(cap)s ORDER BY next_attempt_at LIMIT %(limit)s
+)
+UPDATE {_DELIVERIES} d SET
+    status = CASE WHEN l.status = 'cancelled' THEN 'cancelled' ELSE 'sending' END,
+    lease_expires_at = CASE WHEN l.status = 'cancelled' THEN NULL ELSE %(lease)s END,
+    attempt_count = d.attempt_count + CASE WHEN l.status = 'cancelled' THEN 0 ELSE 1 END
+FROM chosen, {_ENDPOINTS} e, {_LIFECYCLES} l
+WHERE d.id = chosen.id AND e.id = d.endpoint_id AND l.id = d.lifecycle_id
+RETURNING d.status, d.id, d.lifecycle_id, d.endpoint_id, d.webhook_id, d.payload::text, d.attempt_count,
+    d.schedule::text, d.schedule_position, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+    e.enabled, e.disabled_reason, e.failing_since IS NOT NULL, l.traceparent, l.project_id
+"""  # noqa: S608
 
-    An endpoint gets at most ``WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`` attempts at once, so a slow or dead
-    endpoint holds only that many worker slots and never delays other endpoints' deliveries; its extra
-    deliveries wait a second and are queued again by the sweep.
-    """
+
+def deliveries_claim(*, limit: int) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries for attempts, in one transaction: ``pending`` → ``sending`` under
+    a lease of ``WEBHOOK_TIMEOUT_S + WEBHOOK_LEASE_GRACE_S``, never more than
+    ``WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`` in flight per endpoint across every worker (so a slow endpoint
+    never holds more than that many attempts, nor delays another endpoint's). Claims take turns on an
+    advisory lock, so each sees the one before it and the caps are exact."""
     now = timezone.now()
-    with transaction.atomic():
-        endpoint_id = (
-            Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .values_list("endpoint_id", flat=True)
-            .first()
-        )
-        if endpoint_id is None:
-            return None
-        # Claims for one endpoint take turns on its row, so the in-flight count below is exact.
-        WebhookEndpoint.objects.select_for_update().filter(id=endpoint_id).first()
-        in_flight = Delivery.objects.filter(
-            endpoint_id=endpoint_id, status=DeliveryStatus.SENDING, lease_expires_at__gt=now
-        ).count()
-        if in_flight >= settings.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT:
-            Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
-                next_attempt_at=now + timedelta(seconds=1), enqueued_at=None
-            )
-            return None
-        lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + settings.WEBHOOK_LEASE_GRACE_S)
-        claimed = Delivery.objects.filter(
-            id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
-        ).update(status=DeliveryStatus.SENDING, lease_expires_at=lease, attempt_count=F("attempt_count") + 1)
-    if claimed != 1:
-        return None
-    return Delivery.objects.select_related("endpoint", "lifecycle").get(id=delivery_id)
+    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_S + settings.WEBHOOK_LEASE_GRACE_S)
+    cap = settings.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_CLAIM_LOCK])
+        cursor.execute(_CLAIM, {"cap": cap, "scan": limit * 4, "limit": limit, "lease": lease})
+        rows = cursor.fetchall()
+    return [_claimed(row, now) for row in rows if row[0] == DeliveryStatus.SENDING]
 
 
-def delivery_attempt(*, delivery_id) -> str | None:
-    """Make one attempt at a due delivery; returns its outcome, or ``None`` if it was not ours to make."""
-    delivery = _claim(delivery_id)
-    if delivery is None:
-        return None
-    lifecycle = delivery.lifecycle
-    with log_context(lifecycle_id=lifecycle.id, project_id=lifecycle.project_id, traceparent=lifecycle.traceparent):
-        return _attempt(delivery, lifecycle)
+def _claimed(row, now: datetime) -> Claimed:
+    (_, delivery_id, lifecycle_id, endpoint_id, webhook_id, payload, attempt, schedule, position, url, secret,
+     previous, previous_expires, enabled, disabled_reason, failing, traceparent, project_id) = row  # fmt: skip
+    secrets_ = [secret] + ([previous] if previous and previous_expires and previous_expires > now else [])
+    return Claimed(
+        id=delivery_id,
+        lifecycle_id=lifecycle_id,
+        endpoint_id=endpoint_id,
+        webhook_id=webhook_id,
+        body=payload.encode(),
+        attempt=attempt,
+        schedule=orjson.loads(schedule),
+        schedule_position=position,
+        url=url,
+        secrets=secrets_,
+        endpoint_enabled=enabled,
+        endpoint_disabled_reason=disabled_reason,
+        endpoint_failing=failing,
+        traceparent=traceparent,
+        project_id=project_id,
+    )
 
 
-def _attempt(delivery: Delivery, lifecycle: Lifecycle) -> str:
-    if lifecycle.status == Status.CANCELLED:
-        # Cancelled while waiting: the backend has nothing to act on any more. (A completed or failed
-        # lifecycle's delivery is still sent when an operator resends it.)
-        Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.CANCELLED, lease_expires_at=None)
-        return DeliveryStatus.CANCELLED
-    endpoint = delivery.endpoint
-    now = timezone.now()
-    if not endpoint.enabled:
-        result = sender.AttemptResult(
-            outcome="failed", latency_ms=0, error=f"endpoint disabled: {endpoint.disabled_reason}"
-        )
-    else:
-        body = orjson.dumps(delivery.payload)
-        headers = signing.signed_headers(
-            signing_secrets(endpoint, now), delivery.webhook_id, int(now.timestamp()), body
-        )
-        # Each attempt is a span of the lifecycle's trace; the receiver gets the span's own traceparent.
-        with telemetry.span("webhook.attempt", parent=lifecycle.traceparent, attempt=delivery.attempt_count) as span:
-            headers["traceparent"] = span
-            result = sender.send(endpoint.url, headers=headers, body=body)
-    metrics.WEBHOOK_ATTEMPTS.labels(status_class=metrics.status_class(result.status_code, result.outcome)).inc()
+def deliveries_next_due() -> datetime | None:
+    """When the earliest pending delivery is due (it may be already, held back by its endpoint's cap)."""
+    return (
+        Delivery.objects.filter(status=DeliveryStatus.PENDING)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+
+
+def attempt_headers(claimed: Claimed, now: datetime) -> dict[str, str]:
+    return signing.signed_headers(claimed.secrets, claimed.webhook_id, int(now.timestamp()), claimed.body)
+
+
+@dataclass(frozen=True)
+class Made:
+    """An attempt made at a claimed delivery, to be recorded."""
+
+    claimed: Claimed
+    started_at: datetime
+    result: sender.AttemptResult
+
+
+ABORTED_MESSAGE = "The receiver asked us to stop (webhook-delivery: abort-message)."
+
+
+def _verdict(made: Made, now: datetime) -> tuple[str, dict[str, Any]]:
+    """What the attempt means: ``succeeded``, ``retry`` or ``failed``, and the delivery's new columns."""
+    claimed, result = made.claimed, made.result
+    error = result.error or f"HTTP {result.status_code}"
     if result.outcome == "succeeded":
-        _succeeded(delivery, now, result)
-    elif result.outcome == "aborted":
-        _finish_failed(
-            delivery,
-            now,
-            result,
-            DeliveryStatus.ABORTED,
-            "The receiver asked us to stop (webhook-delivery: abort-message).",
-        )
-    elif not endpoint.enabled or delivery.schedule_position >= len(delivery.schedule):
-        _finish_failed(
-            delivery,
-            now,
-            result,
-            DeliveryStatus.EXHAUSTED,
-            f"Webhook delivery failed after {delivery.attempt_count} attempts.",
-        )
-    else:
-        _retry_later(delivery, now, result)
-    log.info("webhook attempt %d to %s: %s", delivery.attempt_count, endpoint.url, result.outcome)
-    return result.outcome
+        return "succeeded", {"status": DeliveryStatus.SUCCEEDED, "delivered_at": now, "error": ""}
+    if result.outcome == "aborted":
+        return "failed", {"status": DeliveryStatus.ABORTED, "error": ABORTED_MESSAGE}
+    if not claimed.endpoint_enabled or claimed.schedule_position >= len(claimed.schedule):
+        message = f"Webhook delivery failed after {claimed.attempt} attempts."
+        return "failed", {"status": DeliveryStatus.EXHAUSTED, "error": message}
+    delay = claimed.schedule[claimed.schedule_position]
+    return "retry", {
+        "status": DeliveryStatus.PENDING,
+        "position": claimed.schedule_position + 1,
+        "next_at": now + timedelta(seconds=delay),
+        "error": error,
+    }
 
 
-def _attempt_row(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> DeliveryAttempt:
-    return DeliveryAttempt(
-        delivery=delivery,
-        number=delivery.attempt_count,
-        started_at=started_at,
-        latency_ms=result.latency_ms,
-        outcome=result.outcome,
-        status_code=result.status_code,
-        response_excerpt=result.response_excerpt,
-        error=result.error,
-    )
-
-
-def _attempt_step(delivery: Delivery, result: sender.AttemptResult) -> lifecycle_services.Step:
+def _attempt_payload(made: Made) -> dict[str, Any]:
     """The attempt as a step on the lifecycle's timeline."""
-    payload = {
-        "delivery_id": str(delivery.id),
-        "endpoint_id": str(delivery.endpoint_id),
-        "webhook_id": delivery.webhook_id,
-        "attempt": delivery.attempt_count,
+    claimed, result = made.claimed, made.result
+    return {
+        "delivery_id": str(claimed.id),
+        "endpoint_id": str(claimed.endpoint_id),
+        "webhook_id": claimed.webhook_id,
+        "attempt": claimed.attempt,
         "outcome": result.outcome,
         "status_code": result.status_code,
         "latency_ms": round(result.latency_ms, 2),
         "error": result.error,
         "response_excerpt": result.response_excerpt[:200],
     }
-    return lifecycle_services.Step("webhook.attempt", payload, result.latency_ms)
 
 
-def _record_attempt(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
-    """A failed (or refused, or aborted) attempt that the schedule retries: its step on the lifecycle's
-    timeline (the lifecycle's row locked first, as every transition does) and its row."""
-    step = _attempt_step(delivery, result)
-    lifecycle_services.record_event(
-        lifecycle_id=delivery.lifecycle_id, event=step.event, payload=step.payload, duration_ms=step.duration_ms
-    )
-    _attempt_row(delivery, started_at, result).save(force_insert=True)
+def deliveries_record(*, made: list[Made]) -> None:
+    """Record attempts, in one transaction however many there are:
 
+    1. each lifecycle gets its attempt on its timeline and moves as the attempt says (the lifecycle app
+       locks and writes it: :func:`lifecycle.delivery.attempts_recorded`);
+    2. the attempts' rows, the deliveries' new status or next attempt, and their endpoints' failing runs
+       (an endpoint failing for longer than ``WEBHOOK_DISABLE_AFTER_S`` is disabled) in one round trip.
 
-def _succeeded(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
-    """The attempt got through: in one transaction, the lifecycle moves on with the attempt on its timeline
-    (its row locked first, as every transition does), the attempt is recorded and the delivery is done."""
+    A delivery whose lease another worker took over meanwhile (its attempt number moved on) keeps its new
+    holder's state; the attempt made here is still recorded.
+    """
     now = timezone.now()
-    timeout_s = delivery.lifecycle.delivery.get("callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S)
+    judged = [(m, *_verdict(m, now)) for m in made]
+    attempts = [
+        delivery_routing.Attempt(
+            lifecycle_id=m.claimed.lifecycle_id,
+            verdict=verdict,
+            at=now,
+            payload=_attempt_payload(m),
+            latency_ms=m.result.latency_ms,
+            message=columns["error"],
+            details={"delivery_id": str(m.claimed.id), "attempts": m.claimed.attempt},
+        )
+        for m, verdict, columns in judged
+    ]
+    writes = [_attempt_rows(made), _delivery_updates(judged), *_endpoint_runs(judged, now)]
     with transaction.atomic():
-        lifecycle_services.delivery_succeeded(
-            lifecycle_id=delivery.lifecycle_id,
-            callback_deadline=now + timedelta(seconds=timeout_s),
-            attempt=_attempt_step(delivery, result),
-        )
-        _attempt_row(delivery, started_at, result).save(force_insert=True)
-        Delivery.objects.filter(id=delivery.id).update(
-            status=DeliveryStatus.SUCCEEDED, delivered_at=now, lease_expires_at=None, last_error=""
-        )
-        if delivery.endpoint.failing_since is not None:
-            WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(failing_since=None)
+        delivery_routing.attempts_recorded(attempts)
+        with connection.cursor() as cursor:
+            cursor.execute(";\n".join(sql for sql, _ in writes), [p for _, params in writes for p in params])
 
 
-def _finish_failed(
-    delivery: Delivery, started_at: datetime, result: sender.AttemptResult, status: DeliveryStatus, message: str
-) -> None:
-    """The last attempt failed: in one transaction, the lifecycle fails with the attempt on its timeline
-    (its row locked first), the attempt is recorded and the delivery is final, so neither can be left
-    without the other."""
-    with transaction.atomic():
-        lifecycle_services.delivery_failed(
-            lifecycle_id=delivery.lifecycle_id,
-            code=ErrorCode.WEBHOOK_EXHAUSTED,
-            message=message,
-            details={"delivery_id": str(delivery.id), "attempts": delivery.attempt_count},
-            attempt=_attempt_step(delivery, result),
-        )
-        _attempt_row(delivery, started_at, result).save(force_insert=True)
-        Delivery.objects.filter(id=delivery.id).update(status=status, lease_expires_at=None, last_error=message)
-        _note_endpoint_failure(delivery.endpoint_id, message)
+def _values(row: str, count: int) -> str:
+    return ", ".join([row] * count)
 
 
-def _retry_later(delivery: Delivery, started_at: datetime, result: sender.AttemptResult) -> None:
-    delay = delivery.schedule[delivery.schedule_position]
-    error = result.error or f"HTTP {result.status_code}"
-    with transaction.atomic():
-        _record_attempt(delivery, started_at, result)
-        Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
-            status=DeliveryStatus.PENDING,
-            schedule_position=F("schedule_position") + 1,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            lease_expires_at=None,
-            enqueued_at=None,
-            last_error=error[:1000],
-        )
-        _note_endpoint_failure(delivery.endpoint_id, error)
-
-
-def _note_endpoint_failure(endpoint_id, error: str) -> None:
-    """Start (or continue) the endpoint's failing run; disable it once the run is too long."""
-    now = timezone.now()
-    WebhookEndpoint.objects.filter(id=endpoint_id, failing_since=None).update(failing_since=now)
-    cutoff = now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_S)
-    WebhookEndpoint.objects.filter(id=endpoint_id, enabled=True, failing_since__lt=cutoff).update(
-        enabled=False,
-        disabled_at=now,
-        disabled_reason=f"failing for over {settings.WEBHOOK_DISABLE_AFTER_S} s; last error: {error}"[:500],
+def _attempt_rows(made: list[Made]) -> tuple[str, list]:
+    sql = (
+        f"INSERT INTO {_ATTEMPTS} (delivery_id, number, started_at, latency_ms, outcome, status_code, "  # noqa: S608
+        f"response_excerpt, error) VALUES {_values('(%s, %s, %s, %s, %s, %s, %s, %s)', len(made))} "
+        "ON CONFLICT (delivery_id, number) DO NOTHING"
     )
+    params = []
+    for m in made:
+        r = m.result
+        params += [m.claimed.id, m.claimed.attempt, m.started_at, r.latency_ms, r.outcome, r.status_code,
+                   r.response_excerpt, r.error[:1000]]  # fmt: skip
+    return sql, params
+
+
+_DELIVERY_ROW = "(%s::uuid, %s::int, %s, %s::int, %s::timestamptz, %s, %s::timestamptz)"
+
+
+def _delivery_updates(judged) -> tuple[str, list]:
+    """Each delivery's new state, fenced by its attempt number (a lease taken over meanwhile is left alone)."""
+    sql = (
+        f"UPDATE {_DELIVERIES} d SET status = v.status, lease_expires_at = NULL, last_error = v.error, "  # noqa: S608
+        "schedule_position = coalesce(v.position, d.schedule_position), "
+        "next_attempt_at = coalesce(v.next_at, d.next_attempt_at), "
+        "delivered_at = coalesce(v.delivered_at, d.delivered_at) "
+        f"FROM (VALUES {_values(_DELIVERY_ROW, len(judged))}) "
+        "AS v(id, attempt, status, position, next_at, error, delivered_at) "
+        "WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt"
+    )
+    params = []
+    for m, _, columns in judged:
+        params += [m.claimed.id, m.claimed.attempt, str(columns["status"]), columns.get("position"),
+                   columns.get("next_at"), columns["error"][:1000], columns.get("delivered_at")]  # fmt: skip
+    return sql, params
+
+
+def _endpoint_runs(judged, now: datetime) -> list[tuple[str, list]]:
+    """A success ends its endpoint's failing run; a failure starts one, and disables an endpoint whose run
+    has lasted ``WEBHOOK_DISABLE_AFTER_S``."""
+    writes = []
+    recovered = {
+        m.claimed.endpoint_id for m, verdict, _ in judged if verdict == "succeeded" and m.claimed.endpoint_failing
+    }
+    if recovered:
+        sql = f"UPDATE {_ENDPOINTS} SET failing_since = NULL WHERE id = ANY(%s::uuid[])"  # noqa: S608
+        writes.append((sql, [sorted(recovered)]))
+    failing = {m.claimed.endpoint_id: columns["error"] for m, verdict, columns in judged if verdict != "succeeded"}
+    if failing:
+        ids = sorted(failing)
+        sql = f"UPDATE {_ENDPOINTS} SET failing_since = %s WHERE id = ANY(%s::uuid[]) AND failing_since IS NULL"  # noqa: S608
+        writes.append((sql, [now, ids]))
+        sql = (
+            f"UPDATE {_ENDPOINTS} e SET enabled = false, disabled_at = %s, "  # noqa: S608
+            f"disabled_reason = left(%s || v.error, 500) FROM (VALUES {_values('(%s::uuid, %s)', len(ids))}) "
+            "AS v(id, error) WHERE e.id = v.id AND e.enabled AND e.failing_since < %s"
+        )
+        reason = f"failing for over {settings.WEBHOOK_DISABLE_AFTER_S} s; last error: "
+        params = [now, reason, *(p for i in ids for p in (i, failing[i]))]
+        writes.append((sql, [*params, now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_S)]))
+    return writes
+
+
+_RELEASE_EXPIRED = f"""
+UPDATE {_DELIVERIES} SET status = 'pending', lease_expires_at = NULL,
+    next_attempt_at = now() + make_interval(secs => CASE WHEN schedule_position < jsonb_array_length(schedule)
+        THEN (schedule ->> schedule_position)::int ELSE 0 END),
+    schedule_position = least(schedule_position + 1, jsonb_array_length(schedule)),
+    last_error = 'the attempt was not recorded before its lease expired (its worker stopped)'
+WHERE status = 'sending' AND lease_expires_at < now()
+RETURNING id
+"""  # noqa: S608
+
+
+def deliveries_release_expired() -> int:
+    """Deliveries whose worker stopped mid-attempt (the lease ran out unrecorded) go back to ``pending``, the
+    schedule moved on as for a failed attempt: the receiver may have had it, and a delivery that stops
+    its workers must not be tried again at once for ever. Returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE_EXPIRED)
+        released = cursor.rowcount
+    if released:
+        log.warning(
+            "webhooks: %d deliveries' leases expired unrecorded; they are due again on their schedule", released
+        )
+    return released
 
 
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
@@ -397,9 +465,8 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
             lifecycle__status=Status.DELIVERING,
         ).values_list("lifecycle_id", "id")
         for lifecycle_id, delivery_id in list(waiting):
-            lifecycle_services.delivery_failed(
+            delivery_routing.failed(
                 lifecycle_id=lifecycle_id,
-                code=ErrorCode.WEBHOOK_EXHAUSTED,
                 message="The webhook endpoint was deleted before the result was delivered.",
                 details={"delivery_id": str(delivery_id), "reason": "endpoint_deleted"},
             )
@@ -408,41 +475,17 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
 
 def delivery_resend(*, delivery: Delivery) -> Delivery:
     """Send a delivery again (same webhook-id, a fresh retry series), whatever became of it."""
-    Delivery.objects.filter(id=delivery.id).exclude(status=DeliveryStatus.SENDING).update(
-        status=DeliveryStatus.PENDING, schedule_position=0, next_attempt_at=timezone.now(), enqueued_at=timezone.now()
-    )
-    transaction.on_commit(lambda: _queue_attempt(delivery.id))
+    with transaction.atomic():
+        Delivery.objects.filter(id=delivery.id).exclude(status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.PENDING, schedule_position=0, next_attempt_at=timezone.now()
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [DUE_CHANNEL])
     delivery.refresh_from_db()
     return delivery
 
 
 # --- sweeps --------------------------------------------------------------------------------------
-
-
-def deliveries_queue_due(*, limit: int = 1000) -> int:
-    """Queue an attempt for every due delivery not queued recently, and put back deliveries whose worker
-    died mid-attempt. Returns how many were queued."""
-    now = timezone.now()
-    Delivery.objects.filter(status=DeliveryStatus.SENDING, lease_expires_at__lt=now).update(
-        status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now, enqueued_at=None
-    )
-    not_queued = Q(enqueued_at=None)
-    if _broker_queue_empty():
-        # Nothing is waiting in the broker, so a delivery queued a while ago whose attempt never ran was
-        # lost (a Redis restart, a worker gone with its task). While tasks still wait, they are only slow:
-        # queueing them again would pile duplicates onto a backlog.
-        requeue_before = now - timedelta(seconds=settings.WEBHOOK_REQUEUE_AFTER_S)
-        not_queued |= Q(enqueued_at__lt=requeue_before)
-    due = list(
-        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(not_queued)
-        .values_list("id", flat=True)[:limit]
-    )
-    if due:
-        Delivery.objects.filter(id__in=due).update(enqueued_at=now)
-        for delivery_id in due:
-            _queue_attempt(delivery_id)
-    return len(due)
 
 
 STRANDED_AFTER_S = 10
@@ -463,39 +506,22 @@ def lifecycles_end_stranded(*, limit: int = 500) -> int:
         .exclude(Exists(under_way))
         .values_list("id", flat=True)[:limit]
     )
-    ended = 0
     for lifecycle_id in stranded:
         last = Delivery.objects.filter(lifecycle_id=lifecycle_id).order_by("-created_at").first()
         if last is not None and last.status == DeliveryStatus.SUCCEEDED:
-            timeout_s = last.lifecycle.delivery.get("callback_timeout_s", delivery_routing.DEFAULT_CALLBACK_TIMEOUT_S)
-            moved = lifecycle_services.delivery_succeeded(
-                lifecycle_id=lifecycle_id,
-                callback_deadline=(last.delivered_at or timezone.now()) + timedelta(seconds=timeout_s),
-            )
+            with transaction.atomic():
+                delivery_routing.attempts_recorded(
+                    [delivery_routing.Attempt(lifecycle_id, "succeeded", last.delivered_at or timezone.now(), None)]
+                )
         else:
             reason = "no_delivery" if last is None else f"delivery_{last.status}"
-            moved = lifecycle_services.delivery_failed(
+            delivery_routing.failed(
                 lifecycle_id=lifecycle_id,
-                code=ErrorCode.WEBHOOK_EXHAUSTED,
                 message="The result could not be delivered to the backend.",
                 details={"reason": reason, "delivery_id": str(last.id) if last else None, "swept": True},
             )
-        if moved is not None:
-            ended += 1
-            log.warning("webhooks: ended lifecycle %s stranded in delivering (%s)", lifecycle_id, moved.status)
-    return ended
-
-
-def _broker_queue_empty() -> bool:
-    from orchestrator.celery import app
-
-    try:
-        with app.connection_for_read() as connection:
-            _, waiting, _ = connection.default_channel.queue_declare(queue="deliveries")
-    except Exception as exc:  # no broker: nothing can be queued anyway
-        log.warning("webhooks: could not read the task queue's length: %s", exc)
-        return False
-    return waiting == 0
+        log.warning("webhooks: ended lifecycle %s stranded in delivering", lifecycle_id)
+    return len(stranded)
 
 
 def deliveries_prune(*, older_than: timedelta) -> int:

@@ -9,6 +9,7 @@ default, where the customer backend runs on the same machine).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -86,8 +87,7 @@ def is_blocked(ip: IPAddress) -> bool:
     return any(ip in network for network in BLOCKED_NETWORKS if network.version == ip.version)
 
 
-def resolve(url: str) -> Target:
-    """Resolve ``url``'s host and vet every address it resolves to; return the one to connect to."""
+def _split(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("only http and https URLs with a host are allowed")
@@ -97,13 +97,37 @@ def resolve(url: str) -> Target:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise TargetRefused("invalid port") from exc
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise HostUnresolvable(f"{parts.hostname} does not resolve") from exc
+    return parts.scheme, parts.hostname, port
+
+
+def _vetted(host: str, infos: list) -> IPAddress:
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     blocked = [str(ip) for ip in addresses if is_blocked(ip)]
     if blocked:
         # One blocked answer refuses the name: the client must not get to pick among them.
-        raise TargetRefused(f"{parts.hostname} resolves to a blocked address ({blocked[0]})")
-    return Target(scheme=parts.scheme, host=parts.hostname, port=port, ip=addresses[0])
+        raise TargetRefused(f"{host} resolves to a blocked address ({blocked[0]})")
+    return addresses[0]
+
+
+def resolve(url: str) -> Target:
+    """Resolve ``url``'s host and vet every address it resolves to; return the one to connect to."""
+    scheme, host, port = _split(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise HostUnresolvable(f"{host} does not resolve") from exc
+    return Target(scheme=scheme, host=host, port=port, ip=_vetted(host, infos))
+
+
+def check(url: str) -> None:
+    """Refuse a URL that no attempt could be made to, before any lookup: another scheme, credentials."""
+    _split(url)
+
+
+async def vet(host: str, port: int) -> IPAddress:
+    """:func:`resolve` for a connection about to be opened from an event loop: the address to connect to."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise HostUnresolvable(f"{host} does not resolve") from exc
+    return _vetted(host, infos)

@@ -13,6 +13,8 @@ Endpoint URLs name a scenario and the answer to each delivery attempt in turn, t
 - ``error``  answer 200, then call back with ``{"error": {...}}``
 - ``silent`` answer 200 and never call back
 - ``500``    answer 500;  ``hang`` answer nothing for 5 s;  ``reset`` drop the connection
+- ``drip``   answer 200 with a 100-byte body, sent one byte every 0.2 s
+- ``huge``   answer 200 with an 8 MiB body
 - ``abort``  answer 410 with ``webhook-delivery: abort-message``
 - ``redirect`` answer 302 to the cloud metadata address (which must not be followed)
 - ``chaos``  a fault drawn at random for each attempt: 500 (10%), hang (5%), reset (5%), else ``data``
@@ -24,6 +26,7 @@ Callbacks are retried, as a real backend would, while our API is unreachable or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -134,6 +137,17 @@ class Handler(JsonHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
+        elif step == "drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+        elif step == "huge":
+            self._send(200, b"[" + b"0," * (4 * 1024 * 1024) + b"0]")
         elif step == "redirect":
             self._send(302, b"{}", {"Location": "http://169.254.169.254/latest/meta-data/"})
         elif step == "abort":

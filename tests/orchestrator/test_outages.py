@@ -1,6 +1,6 @@
 """Every process rides out its dependencies restarting under it: none exits, and work submitted right after
-is served as promptly as before (through webhook + callback, so the worker, beat, Redis and the whole
-pipeline take part)."""
+is served as promptly as before (through webhook + callback, so the delivery process, Celery, Redis and the
+whole pipeline take part)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from tests.embedded_servers import embedded_stack
-from tests.lifecycle.helpers import wait_status
+from tests.lifecycle.helpers import timeline, wait_status
 from tests.processes import poll_until
 from tests.webhooks.helpers import endpoint, received
 
@@ -61,16 +61,20 @@ def test_every_process_rides_out_a_dependency_restart(api, stack, customer_backe
     assert exited == {}
 
 
-def test_a_delivery_attempt_running_through_a_redis_restart_leaves_the_worker_running(api, stack, customer_backend):
-    """The attempt's task finishes after its broker connection is gone, and acknowledging it there once
-    stopped the worker ("Unrecoverable error" in kombu's Redis channel). The lifecycle still completes."""
+def test_a_delivery_attempt_running_through_a_postgresql_restart_is_recorded_once_it_is_back(
+    api, stack, customer_backend
+):
+    """The attempt ends while PostgreSQL is away: the delivery process keeps its outcome until it can record
+    it, then retries on schedule; it does not exit, and the lifecycle completes."""
     _, scenario = endpoint(api, customer_backend, "hang,data")  # the first attempt hangs past its timeout
     lifecycle = submit(api, "through the restart")
     poll_until(lambda: received(customer_backend, scenario), bool, timeout=30, what="the first attempt arrived")
-    restart_redis()  # while that attempt is in flight
+    restart_postgres()  # while that attempt is in flight
 
     done = wait_status(api, lifecycle["id"], timeout=45)
     assert done["status"] == "completed", done
-    assert stack.alive("worker"), stack.log("worker")[-3000:]
+    attempts = [e for e in timeline(api, lifecycle["id"]) if e["event"] == "webhook.attempt"]
+    assert [a["payload"]["outcome"] for a in attempts] == ["failed", "succeeded"]
+    assert stack.alive("delivery"), stack.log("delivery")[-3000:]
     after = wait_status(api, submit(api, "and after")["id"], timeout=30)
     assert after["status"] == "completed", after

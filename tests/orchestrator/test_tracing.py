@@ -42,7 +42,7 @@ def test_the_callers_trace_id_reaches_kafka_headers_the_webhook_and_every_proces
     stored = Lifecycle.objects.get(id=lifecycle["id"]).traceparent
     span_ids = {w["traceparent"].split("-")[2] for w in webhooks}
     assert len(span_ids) == 2 and stored.split("-")[2] not in span_ids
-    for process in ("generator", "worker"):
+    for process in ("generator", "delivery"):
         ours = [line for line in json_lines(stack.log(process)) if line.get("lifecycle_id") == lifecycle["id"]]
         assert ours, f"no log line of {process} names the lifecycle"
         assert all(line["trace_id"] == trace_id for line in ours), process

@@ -19,8 +19,7 @@ from lifecycle.models import ApiKey
 from lifecycle.services import api_key_revoke
 from tests.lifecycle.helpers import create, timeline, wait_status
 from tests.processes import PROCFILE
-from tests.webhooks.helpers import endpoint, received
-from webhooks import sender
+from tests.webhooks.helpers import endpoint, received, send_once
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -135,7 +134,7 @@ def test_dns_rebinding_cannot_move_a_vetted_delivery(customer_backend):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
     with mock.patch("socket.getaddrinfo", rebinding_resolver):
-        result = sender.send(f"http://hooks.customer.test:{port}/hooks/rebind/silent", headers={}, body=b"{}")
+        result = send_once(f"http://hooks.customer.test:{port}/hooks/rebind/silent")
 
     assert result.outcome == "succeeded", result
     assert lookups == ["hooks.customer.test"]
@@ -144,7 +143,7 @@ def test_dns_rebinding_cannot_move_a_vetted_delivery(customer_backend):
     # And a name that resolves to a refused address first is refused before any connection.
     answers = iter(["169.254.169.254"])
     with mock.patch("socket.getaddrinfo", rebinding_resolver):
-        refused = sender.send(f"http://hooks.customer.test:{port}/hooks/rebind/silent", headers={}, body=b"{}")
+        refused = send_once(f"http://hooks.customer.test:{port}/hooks/rebind/silent")
     assert refused.outcome == "refused"
     assert len(received(customer_backend, "rebind")) == 1
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
+
+from webhooks import sender
 
 
 def endpoint(api, customer_backend: str, script: str, **fields) -> tuple[dict, str]:
@@ -23,3 +26,16 @@ def share_secrets(customer_backend: str, scenario: str, secrets: list[str]) -> N
 
 def received(customer_backend: str, scenario: str) -> list[dict]:
     return httpx.get(f"{customer_backend}/received/{scenario}").json()
+
+
+def send_once(url: str, *, body: bytes = b"{}", timeout: float = 5, **options) -> sender.AttemptResult:
+    """One attempt from a fresh :class:`sender.Sender`, as the delivery process makes it."""
+
+    async def attempt() -> sender.AttemptResult:
+        client = sender.Sender(**options)
+        try:
+            return await client.send(url, headers={}, body=body, timeout=timeout)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(attempt())

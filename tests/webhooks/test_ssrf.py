@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from tests.webhooks.helpers import send_once
 from webhooks import ssrf
 
 BLOCKED = [
@@ -66,9 +67,7 @@ def test_the_allow_list_admits_its_networks_and_nothing_else():
 
 @override_settings(WEBHOOK_ALLOWED_NETWORKS=[])
 def test_the_sender_refuses_before_connecting():
-    from webhooks import sender
-
-    result = sender.send("http://169.254.169.254/latest/meta-data/", headers={}, body=b"{}")
+    result = send_once("http://169.254.169.254/latest/meta-data/")
 
     assert result.outcome == "refused"
     assert result.status_code is None
