@@ -107,6 +107,19 @@ class Ledger:
     def delivered(self, tag: str) -> int:
         return self._deliveries(tag, "succeeded")
 
+    def attempt_times(self, tag: str) -> dict[str, float]:
+        """p50 in ms of the run's attempts: the HTTP exchange itself, and claim → recorded (how long each
+        holds one of its endpoint's in-flight slots)."""
+        row = self.conn.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - a.started_at) * 1000) "
+            "FROM webhooks_deliveryattempt a JOIN webhooks_delivery d ON d.id = a.delivery_id "
+            "JOIN lifecycle_lifecycle l ON l.id = d.lifecycle_id "
+            "WHERE l.metadata->>'run' = %s AND a.outcome = 'succeeded'",
+            [tag],
+        ).fetchone()
+        return {"attempt_http_p50_ms": round(row[0] or 0, 1), "slot_held_p50_ms": round(row[1] or 0, 1)}
+
     # Where a lifecycle's time goes, from the step timestamps each transition records (docs/performance.md).
     STEPS = {
         "to_claimed": "generating_at - created_at",  # outbox → relay → Kafka → generator claims it
@@ -355,6 +368,7 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
         "deliveries": delivered,
         "delivered_in_s": round(elapsed, 2),
         "deliveries_per_s": round(delivered / elapsed, 1),
+        **ledger.attempt_times(tag),
         "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
     }
 

@@ -16,6 +16,7 @@ drained), and :data:`RESPONSE_EXCERPT_BYTES` of them are kept.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections import OrderedDict
@@ -86,6 +87,7 @@ class Sender:
             max_connections=self.per_origin,
             keepalive_expiry=30,
             network_backend=self._backend,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         if len(self._pools) > self.origins:
             _, evicted = self._pools.popitem(last=False)
