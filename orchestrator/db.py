@@ -121,9 +121,6 @@ class GroupCommit:
             batch = [await self.queue.get()]
             while len(batch) < self.most and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            if len(batch) == 1:
-                await self._write_each(batch)
-                continue
             try:
                 outcomes = await patiently(self.many, [item for item, _ in batch])
             except Exception:

@@ -110,9 +110,7 @@ def callback_accept(*, lifecycle_id: str, token: str, body: Any) -> tuple[Lifecy
                 first = cursor.fetchone() is not None
             if first:
                 return delivery.callback_received(lifecycle_id=lifecycle_id, body=body), True
-    except IntegrityError:
-        raise UnknownLifecycle("No such lifecycle.") from None  # the callback's foreign key found no lifecycle
-    except Lifecycle.DoesNotExist:
+    except (Lifecycle.DoesNotExist, IntegrityError):  # no row to lock, or none for the callback's foreign key
         raise UnknownLifecycle("No such lifecycle.") from None
     except delivery.NotAwaitingCallback as exc:
         raise CallbackConflict(str(exc)) from None

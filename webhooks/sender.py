@@ -120,9 +120,15 @@ class Sender:
             return AttemptResult(outcome="refused", latency_ms=elapsed(), error=f"refused by the SSRF guard: {exc}")
         except TimeoutError:
             return AttemptResult(outcome="failed", latency_ms=elapsed(), error=f"timed out after {timeout:g} s")
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            return AttemptResult(outcome="failed", latency_ms=elapsed(), error=_describe(exc))
-        except (OSError, ssl.SSLError, httpcore.UnsupportedProtocol, ValueError) as exc:
+        # A connection refused or reset, a protocol error, a TLS certificate refused (ssl.SSLError is an OSError).
+        except (
+            httpcore.TimeoutException,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            OSError,
+            ValueError,
+        ) as exc:
             return AttemptResult(outcome="failed", latency_ms=elapsed(), error=_describe(exc))
         excerpt = read[:RESPONSE_EXCERPT_BYTES].decode(errors="replace")
         if 200 <= response.status < 300:

@@ -333,8 +333,9 @@ def _attempt_payload(made: Made) -> dict[str, Any]:
     }
 
 
-def deliveries_record(*, made: list[Made]) -> None:
-    """Record attempts, in one transaction however many there are:
+def deliveries_record(*, made: list[Made]) -> list[str]:
+    """Record attempts, in one transaction however many there are, and return what each meant for its
+    delivery (``succeeded``, ``retry`` or ``failed``):
 
     1. each lifecycle gets its attempt on its timeline and moves as the attempt says (the lifecycle app
        locks and writes it: :func:`lifecycle.delivery.attempts_recorded`);
@@ -363,6 +364,7 @@ def deliveries_record(*, made: list[Made]) -> None:
         delivery_routing.attempts_recorded(attempts)
         with connection.cursor() as cursor:
             cursor.execute(";\n".join(sql for sql, _ in writes), [p for _, params in writes for p in params])
+    return [verdict for _, verdict, _ in judged]
 
 
 def _values(row: str, count: int) -> str:

@@ -54,8 +54,8 @@ class DeliveryWorker:
         self.held_back = False
         self.made = 0
         self.recorder = db.GroupCommit(
-            lambda made: [services.deliveries_record(made=made)] * len(made),
-            lambda made: services.deliveries_record(made=[made]),
+            lambda made: services.deliveries_record(made=made),
+            lambda made: services.deliveries_record(made=[made])[0],
             what="webhook attempts",
         )
 

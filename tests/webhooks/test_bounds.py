@@ -58,7 +58,7 @@ def test_a_huge_response_is_read_up_to_the_cap_and_an_excerpt_kept(api, customer
 
 
 @pytest.mark.stack
-def test_an_endpoint_gets_no_more_attempts_in_flight_than_its_cap(api, stack, customer_backend):
+def test_an_endpoint_gets_no_more_attempts_in_flight_than_its_cap(api, customer_backend):
     """WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT is 1 in the tests: three deliveries to a receiver that hangs are
     sent one at a time, across batches of claims, and none is lost."""
     _, scenario = endpoint(api, customer_backend, "hang,silent")
