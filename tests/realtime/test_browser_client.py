@@ -31,12 +31,15 @@ def test_the_module_reconnects_after_the_server_drops_and_resumes_without_gaps_o
 ):
     page = browser_page
     page.goto(f"{stack.base_url}/demo/")  # any page of the origin, to import the module from
-    lifecycle = create(api, {"model": "echo/x", "prompt": "resilient", "params": {"latency_ms": 4000}})
+    # Long enough that the kill lands mid-generation even on a loaded machine (asserted below: a lifecycle
+    # already over before the kill would test nothing).
+    lifecycle = create(api, {"model": "echo/x", "prompt": "resilient", "params": {"latency_ms": 8000}})
     # Over SSE from another origin (the realtime port): the stream allows it, as the socket does.
     url = lifecycle["links"]["events" if transport == "sse" else "websocket"]
 
     page.evaluate(RUN_CLIENT, [url, lifecycle["ws_token"], transport])
     page.wait_for_function("window.seen.events.length >= 2", timeout=20_000)
+    assert page.evaluate("window.seen.final") is None, "the lifecycle ended before the server was killed"
     stack.kill("realtime")  # every socket drops at once
     stack.start("realtime")
     page.wait_for_function("window.seen.final !== null", timeout=30_000)
