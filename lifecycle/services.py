@@ -285,8 +285,10 @@ def lifecycle_create(
     idempotency_key: str | None = None,
     traceparent: str | None = None,
     replay_of: Lifecycle | None = None,
+    lifecycle_id: uuid.UUID | None = None,
 ) -> tuple[Lifecycle, bool]:
-    """Record a lifecycle and ask for its generation. Returns ``(lifecycle, created)``.
+    """Record a lifecycle and ask for its generation. Returns ``(lifecycle, created)``. A caller that
+    follows the lifecycle from its first moment (the OpenAI-compatible stream) picks its ``lifecycle_id``.
 
     With an ``idempotency_key`` already used by this project, returns the first lifecycle when the request
     is the same, and raises :class:`IdempotencyConflict` when it is not.
@@ -299,6 +301,7 @@ def lifecycle_create(
     try:
         with transaction.atomic():
             lifecycle = Lifecycle(
+                id=lifecycle_id or uuid.uuid4(),
                 project=project,
                 status=Status.PENDING,
                 idempotency_key=idempotency_key or None,

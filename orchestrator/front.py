@@ -5,8 +5,9 @@ so ``links.websocket``, ``links.events`` and every URL it prints work on one por
 ``PUBLIC_BASE_URL`` is set.
 
 1. Each request is routed by its head: to the realtime process (``REALTIME_PORT``) a WebSocket under
-   ``/ws/``, an event stream (``/v1/lifecycles/{id}/events``) and a request that asks to wait
-   (``Prefer: wait=N``), since that process holds them as coroutines; anything else to the web process
+   ``/ws/``, an event stream (``/v1/lifecycles/{id}/events``), a chat completion
+   (``/v1/chat/completions``) and a request that asks to wait (``Prefer: wait=N``), since that process
+   holds them as coroutines; anything else to the web process
    (``WEB_PORT``). A keep-alive connection may alternate: a browser's ``EventSource`` can reuse the
    connection of an earlier ``fetch``. Each upstream gets a connection of its own, kept for the next
    request that goes there.
@@ -39,6 +40,7 @@ log = logging.getLogger("orchestrator.front")
 
 MAX_HEAD = 65536
 _EVENTS_PATH = re.compile(rb"^/v1/lifecycles/[^/?#]+/events(?:[?#]|$)")
+_CHAT_PATH = re.compile(rb"^/v1/chat/completions(?:[?#]|$)")
 _WAIT = re.compile(rb"(?:^|[,\s])wait\s*=", re.IGNORECASE)
 
 
@@ -52,6 +54,7 @@ def _to_realtime(target: bytes, headers: dict[bytes, bytes]) -> bool:
     return (
         target.startswith(b"/ws/")
         or _EVENTS_PATH.match(target) is not None
+        or _CHAT_PATH.match(target) is not None
         or _WAIT.search(headers.get(b"prefer", b"")) is not None
     )
 

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "lifecycle",
     "webhooks",
     "realtime",
+    "compat",
     "console",
 ]
 
@@ -222,10 +223,29 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1").rstrip("/")
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default=OPENAI_DEFAULT_BASE_URL).rstrip("/")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com").rstrip("/")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+# What GET /v1/models lists (those of a configured provider); any provider/model works in a request.
+LISTED_MODELS = env.list(
+    "LISTED_MODELS",
+    default=[
+        "openai/gpt-4.1",
+        "openai/gpt-4.1-mini",
+        "openai/gpt-4o",
+        "openai/gpt-4o-mini",
+        "openai/o4-mini",
+        "anthropic/claude-opus-4-1",
+        "anthropic/claude-sonnet-4-5",
+        "anthropic/claude-haiku-4-5",
+        "echo/echo",
+    ],
+)
+# How long POST /v1/chat/completions waits for its answer (the OpenAI SDKs' own default timeout is 600 s);
+# past it the answer is 504 and the lifecycle goes on.
+CHAT_COMPLETIONS_TIMEOUT_S = env.float("CHAT_COMPLETIONS_TIMEOUT_S", default=600.0)
 
 WEBHOOK_RETRY_SCHEDULE = env.list("WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000])
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)

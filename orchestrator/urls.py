@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from compat import views as compat_views
 from orchestrator import errors, health
 from realtime import views as realtime_views
 
@@ -13,6 +14,9 @@ urlpatterns = [
     path("v1/", include("lifecycle.api.urls")),
     path("v1/", include("webhooks.api.urls")),
     path("v1/", include("realtime.api.urls")),
+    path("v1/models", compat_views.models, name="models"),
+    path("v1/models/<path:model>", compat_views.models, name="model"),
+    path("v1/chat/completions", compat_views.served_elsewhere, name="chat-completions"),
     path("v1/schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(
         "docs",

@@ -4,6 +4,7 @@ the web process's (orchestrator/urls.py)."""
 
 from django.urls import path, re_path
 
+from compat import views as compat_views
 from lifecycle.api import views as lifecycle_views
 from orchestrator import errors, health
 from realtime import sse
@@ -19,6 +20,10 @@ urlpatterns = [
         name="lifecycle-detail",
     ),
     path("v1/lifecycles/<uuid:lifecycle_id>/events", sse.lifecycle_events, name="lifecycle-events"),
+    path("v1/chat/completions", compat_views.chat_completions, name="chat-completions"),
+    # Served by the web process behind nginx or the front; here too, for a client pointed at this process.
+    path("v1/models", compat_views.models, name="models"),
+    path("v1/models/<path:model>", compat_views.models, name="model"),
     re_path(r"", errors.not_found),
 ]
 

@@ -10,6 +10,7 @@ from lifecycle.providers.base import Generation, GenerationRequest, OnDelta, Pro
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 PASSTHROUGH_PARAMS = ("temperature", "top_p", "top_k", "stop_sequences")
+SYSTEM_ROLES = ("system", "developer")  # the Messages API takes both as its one system prompt
 
 
 class AnthropicProvider:
@@ -17,12 +18,15 @@ class AnthropicProvider:
         self, request: GenerationRequest, *, client: httpx.AsyncClient, on_delta: OnDelta | None = None
     ) -> Generation:
         # Answers arrive whole here (streaming is implemented for openai/* and echo/*).
-        system = "\n".join(str(m.get("content", "")) for m in request.messages if m.get("role") == "system")
+        system = "\n".join(str(m.get("content", "")) for m in request.messages if m.get("role") in SYSTEM_ROLES)
+        params = request.params
         body = {
             "model": request.model,
-            "messages": [m for m in request.messages if m.get("role") != "system"],
-            "max_tokens": int(request.params.get("max_tokens", DEFAULT_MAX_TOKENS)),
+            "messages": [m for m in request.messages if m.get("role") not in SYSTEM_ROLES],
+            "max_tokens": int(params.get("max_tokens") or params.get("max_completion_tokens") or DEFAULT_MAX_TOKENS),
         }
+        if "stop" in params and "stop_sequences" not in params:  # the Chat Completions name for the same thing
+            body["stop_sequences"] = [params["stop"]] if isinstance(params["stop"], str) else params["stop"]
         if system:
             body["system"] = system
         body.update({k: v for k, v in request.params.items() if k in PASSTHROUGH_PARAMS})

@@ -9,7 +9,19 @@ from django.conf import settings
 from lifecycle.providers.base import Generation, GenerationRequest, OnDelta, ProviderError, post_json, post_sse
 
 # Params passed to the API as they are; anything else (latency_ms, ...) is ours.
-PASSTHROUGH_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n")
+PASSTHROUGH_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "reasoning_effort",
+)
 
 
 class OpenAIProvider:

@@ -5,7 +5,8 @@ Each request's last user message is JSON naming a scenario and, per model, the a
 ``{"scenario": "s1", "steps": {"m1": ["429:1", "ok"]}, "reply": "hi"}``. Steps: ``ok`` (answer ``reply``),
 ``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``trickle:<seconds>``
 (stream the reply's words spread over that long: a model slower than any lease, yet never silent for
-long enough to time out), ``garbage`` (not JSON). The last step repeats. ``GET /calls`` reports how many
+long enough to time out), ``mirror`` (reply with the request's own fields but ``messages``, as JSON: what
+the provider was asked), ``garbage`` (not JSON). The last step repeats. ``GET /calls`` reports how many
 calls each scenario/model had.
 """
 
@@ -62,6 +63,9 @@ class Handler(JsonHandler):
         kind, _, arg = step.partition(":")
         if kind == "hang":
             time.sleep(float(arg))
+            kind = "ok"
+        if kind == "mirror":
+            script["reply"] = json.dumps({k: v for k, v in request.items() if k != "messages"}, sort_keys=True)
             kind = "ok"
         if kind == "ok" and self.path.endswith("/messages"):
             assert self.headers.get("x-api-key") and self.headers.get("anthropic-version")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import httpx
+import openai
 import pytest
 
 from orchestrator.embedded import PROJECT_DIR, free_port, port_open
@@ -87,3 +88,18 @@ def test_nginx_routes_each_request_to_the_process_that_serves_it(nginx, project_
         plain = api.get(f"/v1/lifecycles/{lifecycle['id']}")
         assert plain.status_code == 200 and "preference-applied" not in plain.headers
         assert json.loads(plain.text)["status"] == "completed"
+
+    # The OpenAI SDK pointed at the origin: models from the web process, completions (streamed or not) from
+    # the realtime process.
+    with openai.OpenAI(base_url=f"http://{nginx}/v1", api_key=api_key, timeout=30) as sdk:
+        assert "echo/echo" in [model.id for model in sdk.models.list()]
+        answer = sdk.chat.completions.create(model="echo/x", messages=[{"role": "user", "content": "via nginx"}])
+        assert answer.choices[0].message.content == "via nginx"
+        stream = sdk.chat.completions.create(
+            model="echo/x",
+            messages=[{"role": "user", "content": "streamed via nginx"}],
+            stream=True,
+            extra_body={"params": {"latency_ms": 300}},
+        )
+        pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        assert "".join(pieces) == "streamed via nginx" and len(pieces) == 3
