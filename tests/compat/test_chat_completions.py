@@ -120,6 +120,24 @@ def test_a_stream_from_an_openai_compatible_model_passes_its_tokens_through(clie
     assert len(pieces) > 3
 
 
+def test_an_anthropic_models_stream_is_mapped_to_chunks(client):
+    reply = "the messages api streams its text blocks"
+    stream = client.chat.completions.create(
+        model="anthropic/claude-fake",
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": scripted("compat-anthropic", {"claude-fake": ["ok"]}, reply)},
+        ],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+    assert "".join(pieces) == reply and len(pieces) > 1
+    assert chunks[-1].usage.prompt_tokens == 11 and chunks[-1].usage.completion_tokens == len(reply.split())
+
+
 def test_structured_output_parses_into_the_callers_model(client):
     class Answer(BaseModel):
         city: str

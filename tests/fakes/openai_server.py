@@ -45,6 +45,31 @@ class Handler(JsonHandler):
         self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         self.close_connection = True
 
+    def _stream_messages(self, model: str, reply: str, gap_s: float = 0.02) -> None:
+        """The Messages API's server-sent events: message_start, a text block's deltas, message_delta, stop."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        words = reply.split(" ")
+
+        def event(kind: str, data: dict) -> None:
+            self.wfile.write(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
+            self.wfile.flush()
+
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": []}
+        event("message_start", {"message": message | {"usage": {"input_tokens": 11, "output_tokens": 1}}})
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        event("ping", {})
+        for i, word in enumerate(words):
+            piece = word if i == len(words) - 1 else word + " "
+            event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+            time.sleep(gap_s)
+        event("content_block_stop", {"index": 0})
+        event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
+        event("message_stop", {})
+        self.close_connection = True
+
     def do_GET(self) -> None:
         with lock:
             self._send(200, json.dumps(dict(calls)).encode())
@@ -67,7 +92,9 @@ class Handler(JsonHandler):
         if kind == "mirror":
             script["reply"] = json.dumps({k: v for k, v in request.items() if k != "messages"}, sort_keys=True)
             kind = "ok"
-        if kind == "ok" and self.path.endswith("/messages"):
+        if kind == "ok" and self.path.endswith("/messages") and request.get("stream"):
+            self._stream_messages(model, script.get("reply", "hi"))
+        elif kind == "ok" and self.path.endswith("/messages"):
             assert self.headers.get("x-api-key") and self.headers.get("anthropic-version")
             body = {
                 "id": "msg_fake",
