@@ -23,6 +23,7 @@ Every answer carries ``x-lifecycle-id``: the timeline, the console and replay wo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -34,7 +35,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from compat import chat
-from lifecycle import services, throttling
+from lifecycle import identity, services, throttling
 from lifecycle.models import ApiKey, Lifecycle
 from lifecycle.states import TERMINAL, Status
 from orchestrator import db, metrics, telemetry
@@ -69,12 +70,25 @@ def _not_allowed(request: HttpRequest, method: str) -> chat.ChatError:
     return chat.ChatError(405, f"Method {request.method} is not allowed; use {method}.", code="method_not_allowed")
 
 
-def _authenticated(request: HttpRequest) -> ApiKey | chat.ChatError:
-    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
-    key = services.api_key_authenticate(raw_key=raw_key.strip()) if scheme == "Bearer" and raw_key.strip() else None
+def _authenticated(request: HttpRequest) -> ApiKey | identity.Subscriber | chat.ChatError:
+    """The project's API key, or a user's own JWT (lifecycle.identity), within its rate limits."""
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    credential = credential.strip() if scheme == "Bearer" else ""
+    if identity.looks_like_jwt(credential):
+        try:
+            key = identity.authenticate(credential)
+        except identity.InvalidToken as exc:
+            return chat.ChatError(401, str(exc), code="invalid_token")
+        origin = request.headers.get("Origin")
+        if origin and origin not in key.issuer.allowed_origins:
+            return chat.ChatError(403, "This origin is not allowed for this token's issuer.", code="origin_not_allowed")
+        request.subscriber = key  # for the CORS middleware's answer
+    else:
+        key = services.api_key_authenticate(raw_key=credential) if credential else None
     if key is None:
         return chat.ChatError(401, "Incorrect API key provided.", code="invalid_api_key")
-    retry_after = throttling.project_retry_after(key.project)
+    subscriber = key if isinstance(key, identity.Subscriber) else None
+    retry_after = throttling.project_retry_after(key.project, subscriber)
     if retry_after is not None:
         return chat.ChatError(
             429, "Rate limit reached for this project.", "requests", "rate_limit_exceeded", retry_after=retry_after
@@ -82,7 +96,10 @@ def _authenticated(request: HttpRequest) -> ApiKey | chat.ChatError:
     return key
 
 
-def _create(key: ApiKey, request: chat.ChatRequest, lifecycle_id, idempotency_key, parent) -> Lifecycle:
+Caller = ApiKey | identity.Subscriber
+
+
+def _create(key: Caller, request: chat.ChatRequest, lifecycle_id, idempotency_key, parent) -> Lifecycle:
     with telemetry.span("lifecycle.accept", parent=parent, api="chat.completions") as traceparent:
         lifecycle, created = services.lifecycle_create(
             project=key.project,
@@ -120,6 +137,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             return _error(chat.ChatError(400, f"Idempotency-Key is at most {MAX_IDEMPOTENCY_KEY} characters."))
         asked = chat.chat_request(body)
+        if isinstance(key, identity.Subscriber):  # who the subscriber is comes from its token, not the body
+            asked = dataclasses.replace(asked, lifecycle=dataclasses.replace(asked.lifecycle, subscriber=key.identity))
     except chat.ChatError as exc:
         return _error(exc)
     except Exception as exc:

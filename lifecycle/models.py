@@ -39,6 +39,34 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+class JwtIssuer(models.Model):
+    """A project's own identity provider. A frontend holding one of its JWTs calls the API as its user: the
+    subscriber identity comes from the verified claims, and it sees only its own lifecycles."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jwt_issuers")
+    issuer = models.CharField(max_length=500)  # the tokens' ``iss``
+    audience = models.CharField(max_length=500)  # their ``aud``
+    # Where its public keys are (RS*/PS*/ES*/EdDSA tokens), or the shared secret of HS256 tokens: one of two.
+    jwks_url = models.URLField(max_length=2000, blank=True, default="")
+    secret = models.CharField(max_length=500, blank=True, default="")
+    user_claim = models.CharField(max_length=100, default="sub")
+    tier_claim = models.CharField(max_length=100, default="tier")
+    allowed_origins = models.JSONField(default=list, blank=True)  # browser origins (CORS)
+    # Requests per second per user; empty means the deployment's JWT_RATE_LIMIT_PER_USER_S.
+    rate_limit_per_user_s = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        # One issuer and audience name one project: a token must never be good for two.
+        constraints = [models.UniqueConstraint(fields=["issuer", "audience"], name="jwt_issuer_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} ({self.audience})"
+
+
 class Lifecycle(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="lifecycles")

@@ -10,8 +10,12 @@ from django.db.models import QuerySet
 from lifecycle.models import Lifecycle, Project, TimelineEvent
 
 
-def lifecycle_get(*, project: Project, lifecycle_id) -> Lifecycle | None:
-    return Lifecycle.objects.filter(project=project, id=lifecycle_id).first()
+def lifecycle_get(*, project: Project, lifecycle_id, user_id: str | None = None) -> Lifecycle | None:
+    """The project's lifecycle; with ``user_id``, only if it is that subscriber's."""
+    qs = Lifecycle.objects.filter(project=project, id=lifecycle_id)
+    if user_id is not None:
+        qs = qs.filter(subscriber__user_id=user_id)
+    return qs.first()
 
 
 def lifecycle_list(
@@ -21,8 +25,11 @@ def lifecycle_list(
     metadata: dict[str, str] | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    user_id: str | None = None,
 ) -> QuerySet[Lifecycle]:
     qs = Lifecycle.objects.filter(project=project)
+    if user_id is not None:
+        qs = qs.filter(subscriber__user_id=user_id)
     if status:
         qs = qs.filter(status=status)
     for key, value in (metadata or {}).items():

@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lifecycle import delivery, outbox, store, tracing
-from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent
+from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, OutboxMessage, Project, TimelineEvent
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
 from orchestrator import metrics
 
@@ -65,6 +65,37 @@ def api_key_revoke(*, key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
+class JwtIssuerConflict(Exception):
+    """Another project (or this one) already registered this issuer with this audience."""
+
+
+def jwt_issuer_create(*, project: Project, **fields: Any) -> JwtIssuer:
+    try:
+        with transaction.atomic():
+            return JwtIssuer.objects.create(project=project, **fields)
+    except IntegrityError as exc:
+        raise JwtIssuerConflict from exc
+
+
+def jwt_issuer_update(*, jwt_issuer: JwtIssuer, **fields: Any) -> JwtIssuer:
+    for name, value in fields.items():
+        setattr(jwt_issuer, name, value)
+    if fields.get("jwks_url"):
+        jwt_issuer.secret = ""  # one kind of key at a time
+    elif fields.get("secret"):
+        jwt_issuer.jwks_url = ""
+    try:
+        with transaction.atomic():
+            jwt_issuer.save()
+    except IntegrityError as exc:
+        raise JwtIssuerConflict from exc
+    return jwt_issuer
+
+
+def jwt_issuer_delete(*, jwt_issuer: JwtIssuer) -> None:
+    jwt_issuer.delete()
+
+
 @transaction.atomic
 def project_create(*, name: str) -> tuple[Project, str]:
     project = Project.objects.create(name=name)
@@ -89,6 +120,7 @@ def kafka_headers(lifecycle: Lifecycle, event_type: str) -> dict[str, str]:
         "event-type": event_type,
         "project-id": str(lifecycle.project_id),
         "subscriber-user-id": str(lifecycle.subscriber.get("user_id", "")),
+        "subscriber-tier": str(lifecycle.subscriber.get("tier", "")),
         "traceparent": lifecycle.traceparent,
     }
 

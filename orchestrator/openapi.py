@@ -25,7 +25,8 @@ DESCRIPTIONS = {
     "429": "Over the project's rate limit; see `Retry-After`.",
 }
 CONFLICTS = {("post", "/v1/lifecycles"), ("post", "/v1/lifecycles/{lifecycle_id}/cancel"),
-             ("post", "/v1/lifecycles/{lifecycle_id}/callback")}  # fmt: skip
+             ("post", "/v1/lifecycles/{lifecycle_id}/callback"), ("post", "/v1/jwt-issuers"),
+             ("patch", "/v1/jwt-issuers/{issuer_id}")}  # fmt: skip
 
 
 # What serializers check but drf-spectacular cannot say: "exactly one of", list bounds, known params.

@@ -84,6 +84,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "orchestrator.middleware.LogContextMiddleware",
+    "lifecycle.cors.CorsMiddleware",
     "orchestrator.middleware.BodySizeLimitMiddleware",
     "orchestrator.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -243,6 +244,13 @@ LISTED_MODELS = env.list(
         "echo/echo",
     ],
 )
+# JWTs of the projects' own identity providers: clock skew allowed on exp and nbf, how long a JWKS is
+# kept, how soon a token with an unknown kid may fetch it again, requests per second per user.
+JWT_LEEWAY_S = env.int("JWT_LEEWAY_S", default=30)
+JWT_JWKS_CACHE_S = env.int("JWT_JWKS_CACHE_S", default=600)
+JWT_JWKS_MIN_REFRESH_S = env.int("JWT_JWKS_MIN_REFRESH_S", default=10)
+JWT_JWKS_TIMEOUT_S = env.float("JWT_JWKS_TIMEOUT_S", default=5.0)
+JWT_RATE_LIMIT_PER_USER_S = env.int("JWT_RATE_LIMIT_PER_USER_S", default=10)
 # How long POST /v1/chat/completions waits for its answer (the OpenAI SDKs' own default timeout is 600 s);
 # past it the answer is 504 and the lifecycle goes on.
 CHAT_COMPLETIONS_TIMEOUT_S = env.float("CHAT_COMPLETIONS_TIMEOUT_S", default=600.0)

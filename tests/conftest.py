@@ -65,6 +65,12 @@ def fake_openai():
 
 
 @pytest.fixture(scope="session")
+def jwks_server():
+    """A fake identity provider's JWKS endpoint in its own process (tests/fakes/jwks_server.py)."""
+    yield from _serve("tests.fakes.jwks_server", "/health")
+
+
+@pytest.fixture(scope="session")
 def customer_backend():
     """A customer backend in its own process (tests/fakes/customer_backend.py)."""
     yield from _serve("tests.fakes.customer_backend", "/received/none")
@@ -88,6 +94,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         # wake missed would show as a 10 s stall (tests/lifecycle/test_idle.py).
         KAFKA_IDLE_AFTER_S="2",
         KAFKA_IDLE_CHECK_S="10",
+        # A token with a new kid may fetch its issuer's JWKS again after 1 s (tests/lifecycle/test_identity.py).
+        JWT_JWKS_MIN_REFRESH_S="1",
     )
     processes.start(*PROCFILE)
     with django_db_blocker.unblock():

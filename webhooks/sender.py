@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import certifi
 import httpcore
 
-from webhooks import ssrf
+from orchestrator import ssrf
 
 RESPONSE_EXCERPT_BYTES = 1000
 RESPONSE_READ_MAX = 64 * 1024

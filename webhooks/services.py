@@ -23,7 +23,8 @@ from django.utils import timezone
 from lifecycle import delivery as delivery_routing
 from lifecycle.models import Lifecycle, Project
 from lifecycle.states import Status
-from webhooks import callbacks, sender, signing, ssrf
+from orchestrator import ssrf
+from webhooks import callbacks, sender, signing
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 
 log = logging.getLogger(__name__)

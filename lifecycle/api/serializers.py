@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from lifecycle import delivery as delivery_routing
 from lifecycle import following
-from lifecycle.models import Lifecycle, TimelineEvent
+from lifecycle.models import JwtIssuer, Lifecycle, TimelineEvent
 from lifecycle.providers import PROVIDERS
 from lifecycle.services import LifecycleRequest
 from orchestrator.fields import StrictCharField, StrictUUIDField
@@ -178,6 +178,38 @@ class LifecycleSerializer(serializers.ModelSerializer):
         return lifecycle_links(lifecycle)
 
 
+class SubscriberLifecycleSerializer(LifecycleSerializer):
+    """A lifecycle as its own user sees it (a JWT caller): what it asked and got, and a friendly error;
+    not the delivery settings, params or an error's internal details, which are the project's."""
+
+    error = serializers.SerializerMethodField()
+
+    class Meta(LifecycleSerializer.Meta):
+        fields = [
+            "id",
+            "status",
+            "model",
+            "model_used",
+            "messages",
+            "response_format",
+            "metadata",
+            "subscriber",
+            "output",
+            "result",
+            "error",
+            "usage",
+            "created_at",
+            "updated_at",
+            "finished_at",
+            "links",
+        ]
+
+    def get_error(self, lifecycle: Lifecycle) -> dict | None:
+        if not lifecycle.error:
+            return None
+        return {key: lifecycle.error.get(key) for key in ("code", "message", "step")}
+
+
 def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
     base = settings.PUBLIC_BASE_URL
     return {
@@ -206,3 +238,63 @@ class TimelineEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = TimelineEvent
         fields = ["seq", "event", "at", "duration_ms", "payload"]
+
+
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+MAX_ORIGINS = 50
+
+
+class JwtIssuerSerializer(serializers.ModelSerializer):
+    """An identity provider of the project. ``secret`` (HS256) is write-only: only ``has_secret`` is shown."""
+
+    issuer = StrictCharField(min_length=1, max_length=500)
+    audience = StrictCharField(min_length=1, max_length=500)
+    jwks_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
+    secret = StrictCharField(min_length=32, max_length=500, required=False, write_only=True)
+    user_claim = StrictCharField(min_length=1, max_length=100, required=False)
+    tier_claim = StrictCharField(min_length=1, max_length=100, required=False)
+    allowed_origins = serializers.ListField(
+        child=StrictCharField(max_length=300), required=False, max_length=MAX_ORIGINS
+    )
+    rate_limit_per_user_s = serializers.IntegerField(min_value=1, max_value=100_000, required=False, allow_null=True)
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = JwtIssuer
+        fields = [
+            "id",
+            "issuer",
+            "audience",
+            "jwks_url",
+            "secret",
+            "has_secret",
+            "user_claim",
+            "tier_claim",
+            "allowed_origins",
+            "rate_limit_per_user_s",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []  # an issuer and audience already taken is a 409 (the service says so), not a 400
+
+    def get_has_secret(self, issuer: JwtIssuer) -> bool:
+        return bool(issuer.secret)
+
+    def validate_jwks_url(self, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise serializers.ValidationError("Must be an http(s) URL.")
+        return value
+
+    def validate_allowed_origins(self, value: list[str]) -> list[str]:
+        for origin in value:
+            if not ORIGIN.fullmatch(origin):
+                raise serializers.ValidationError(f"Not an origin (scheme://host[:port], no path): {origin[:100]}")
+        return list(dict.fromkeys(value))
+
+    def validate(self, attrs):
+        # One kind of key at a time: setting one replaces the other (lifecycle.services.jwt_issuer_update).
+        keyed = self.instance is None or "jwks_url" in attrs or "secret" in attrs
+        if keyed and bool(attrs.get("jwks_url")) == bool(attrs.get("secret")):
+            raise serializers.ValidationError("Give exactly one of jwks_url (RS256, ES256, ...) or secret (HS256).")
+        return attrs

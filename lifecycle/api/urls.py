@@ -8,4 +8,6 @@ urlpatterns = [
     path("lifecycles/<uuid:lifecycle_id>/timeline", views.LifecycleTimelineView.as_view(), name="lifecycle-timeline"),
     path("lifecycles/<uuid:lifecycle_id>/cancel", views.LifecycleCancelView.as_view(), name="lifecycle-cancel"),
     path("lifecycles/<uuid:lifecycle_id>/replay", views.LifecycleReplayView.as_view(), name="lifecycle-replay"),
+    path("jwt-issuers", views.JwtIssuerListCreateView.as_view(), name="jwt-issuer-list"),
+    path("jwt-issuers/<uuid:issuer_id>", views.JwtIssuerDetailView.as_view(), name="jwt-issuer-detail"),
 ]

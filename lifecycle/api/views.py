@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from django.utils.dateparse import parse_datetime
@@ -15,17 +16,21 @@ from rest_framework.views import APIView
 
 from lifecycle import following, selectors, services
 from lifecycle.api.serializers import (
+    JwtIssuerSerializer,
     LifecycleAcceptedSerializer,
     LifecycleCreateSerializer,
     LifecyclePageSerializer,
     LifecycleSerializer,
+    SubscriberLifecycleSerializer,
     TimelineEventSerializer,
     lifecycle_links,
 )
-from lifecycle.models import Lifecycle
+from lifecycle.auth import IsProjectMemberOrSubscriber, subscriber_of
+from lifecycle.models import JwtIssuer, Lifecycle
 from lifecycle.states import Status
 from orchestrator import metrics, telemetry
 from orchestrator.errors import Conflict
+from orchestrator.openapi import results_of
 
 MAX_IDEMPOTENCY_KEY = 255
 _METADATA_FILTER = re.compile(r"^metadata\[([A-Za-z0-9_\-]{1,64})\]$")
@@ -63,8 +68,22 @@ def _accepted(lifecycle: Lifecycle, request: Request) -> dict:
     }
 
 
+def _user_id(request: Request) -> str | None:
+    """A JWT caller's user: what it reads is only its own."""
+    caller = subscriber_of(request)
+    return caller.user_id if caller else None
+
+
+def _shown(request: Request, lifecycle: Lifecycle) -> dict:
+    """The lifecycle as this caller may see it: all of it for the project, a user's view for a JWT caller."""
+    serializer = SubscriberLifecycleSerializer if subscriber_of(request) else LifecycleSerializer
+    return serializer(lifecycle).data
+
+
 def _lifecycle_or_404(request: Request, lifecycle_id) -> Lifecycle:
-    lifecycle = selectors.lifecycle_get(project=request.auth.project, lifecycle_id=lifecycle_id)
+    lifecycle = selectors.lifecycle_get(
+        project=request.auth.project, lifecycle_id=lifecycle_id, user_id=_user_id(request)
+    )
     if lifecycle is None:
         raise exceptions.NotFound("No such lifecycle.")
     return lifecycle
@@ -83,6 +102,7 @@ def _parse_time(request: Request, name: str):
 class LifecycleListCreateView(generics.GenericAPIView):
     pagination_class = LifecyclePagination
     serializer_class = LifecycleSerializer
+    permission_classes = [IsProjectMemberOrSubscriber]
 
     @extend_schema(
         request=LifecycleCreateSerializer,
@@ -96,10 +116,13 @@ class LifecycleListCreateView(generics.GenericAPIView):
         if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise exceptions.ValidationError({"Idempotency-Key": f"At most {MAX_IDEMPOTENCY_KEY} characters."})
         try:
+            asked = serializer.to_request()
+            if caller := subscriber_of(request):  # who the subscriber is comes from its token, not the body
+                asked = dataclasses.replace(asked, subscriber=caller.identity)
             with telemetry.span("lifecycle.accept", parent=request.headers.get("traceparent")) as traceparent:
                 lifecycle, created = services.lifecycle_create(
                     project=request.auth.project,
-                    request=serializer.to_request(),
+                    request=asked,
                     idempotency_key=idempotency_key,
                     traceparent=traceparent,
                 )
@@ -136,15 +159,18 @@ class LifecycleListCreateView(generics.GenericAPIView):
             metadata=metadata,
             created_after=_parse_time(request, "created_after"),
             created_before=_parse_time(request, "created_before"),
+            user_id=_user_id(request),
         )
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(LifecycleSerializer(page, many=True).data)
+        return self.get_paginated_response([_shown(request, lifecycle) for lifecycle in page])
 
 
 class LifecycleDetailView(APIView):
+    permission_classes = [IsProjectMemberOrSubscriber]
+
     @extend_schema(responses=LifecycleSerializer)
     def get(self, request: Request, lifecycle_id) -> Response:
-        return Response(LifecycleSerializer(_lifecycle_or_404(request, lifecycle_id)).data)
+        return Response(_shown(request, _lifecycle_or_404(request, lifecycle_id)))
 
 
 class TimelineResponseSerializer(serializers.Serializer):
@@ -168,6 +194,8 @@ class LifecycleTimelineView(APIView):
 
 
 class LifecycleCancelView(APIView):
+    permission_classes = [IsProjectMemberOrSubscriber]
+
     @extend_schema(request=None, responses=LifecycleSerializer)
     def post(self, request: Request, lifecycle_id) -> Response:
         lifecycle = _lifecycle_or_404(request, lifecycle_id)
@@ -177,7 +205,7 @@ class LifecycleCancelView(APIView):
             if lifecycle.status != Status.CANCELLED:
                 raise Conflict(f"The lifecycle is already {lifecycle.status}.")
             cancelled = lifecycle
-        return Response(LifecycleSerializer(cancelled).data)
+        return Response(_shown(request, cancelled))
 
 
 class LifecycleReplayView(APIView):
@@ -186,3 +214,52 @@ class LifecycleReplayView(APIView):
         original = _lifecycle_or_404(request, lifecycle_id)
         replay = services.lifecycle_replay(lifecycle=original, traceparent=request.headers.get("traceparent"))
         return Response(LifecycleAcceptedSerializer(_accepted(replay, request)).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _issuer_or_404(request: Request, issuer_id) -> JwtIssuer:
+    issuer = JwtIssuer.objects.filter(project=request.auth.project, id=issuer_id).first()
+    if issuer is None:
+        raise exceptions.NotFound("No such JWT issuer.")
+    return issuer
+
+
+_ISSUER_TAKEN = "This issuer is already registered with this audience."
+
+
+class JwtIssuerListCreateView(APIView):
+    @extend_schema(operation_id="jwt_issuers_list", responses=results_of(JwtIssuerSerializer, "JwtIssuerList"))
+    def get(self, request: Request) -> Response:
+        issuers = JwtIssuer.objects.filter(project=request.auth.project)
+        return Response({"results": JwtIssuerSerializer(issuers, many=True).data})
+
+    @extend_schema(request=JwtIssuerSerializer, responses={201: JwtIssuerSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = JwtIssuerSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            issuer = services.jwt_issuer_create(project=request.auth.project, **serializer.validated_data)
+        except services.JwtIssuerConflict as exc:
+            raise Conflict(_ISSUER_TAKEN) from exc
+        return Response(JwtIssuerSerializer(issuer).data, status=status.HTTP_201_CREATED)
+
+
+class JwtIssuerDetailView(APIView):
+    @extend_schema(responses=JwtIssuerSerializer)
+    def get(self, request: Request, issuer_id) -> Response:
+        return Response(JwtIssuerSerializer(_issuer_or_404(request, issuer_id)).data)
+
+    @extend_schema(request=JwtIssuerSerializer, responses=JwtIssuerSerializer)
+    def patch(self, request: Request, issuer_id) -> Response:
+        issuer = _issuer_or_404(request, issuer_id)
+        serializer = JwtIssuerSerializer(issuer, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            issuer = services.jwt_issuer_update(jwt_issuer=issuer, **serializer.validated_data)
+        except services.JwtIssuerConflict as exc:
+            raise Conflict(_ISSUER_TAKEN) from exc
+        return Response(JwtIssuerSerializer(issuer).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, issuer_id) -> Response:
+        services.jwt_issuer_delete(jwt_issuer=_issuer_or_404(request, issuer_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lifecycle import selectors
+from lifecycle.auth import IsProjectMemberOrSubscriber, subscriber_of
 from orchestrator.fields import StrictCharField, StrictUUIDField
 from realtime import tokens
 
@@ -33,20 +34,29 @@ class TokenSerializer(serializers.Serializer):
 
 
 class RealtimeTokenView(APIView):
-    """A short-lived WebSocket token for one lifecycle, or for every lifecycle of one subscriber."""
+    """A short-lived WebSocket token for one lifecycle, or for every lifecycle of one subscriber. A caller
+    with its own JWT gets tokens for its own lifecycles and its own subscriber stream only."""
+
+    permission_classes = [IsProjectMemberOrSubscriber]
 
     @extend_schema(request=TokenRequestSerializer, responses={201: TokenSerializer})
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = request.auth.project
+        caller = subscriber_of(request)
         lifecycle_id = serializer.validated_data.get("lifecycle_id")
-        if lifecycle_id is not None and selectors.lifecycle_get(project=project, lifecycle_id=lifecycle_id) is None:
+        user_id = serializer.validated_data.get("user_id")
+        if caller is not None and user_id is not None and user_id != caller.user_id:
+            raise exceptions.PermissionDenied("A user's token opens only that user's own stream.")
+        if lifecycle_id is not None and not selectors.lifecycle_get(
+            project=project, lifecycle_id=lifecycle_id, user_id=caller.user_id if caller else None
+        ):
             raise exceptions.NotFound("No such lifecycle.")
         scope = tokens.RealtimeScope(
             project_id=str(project.id),
             lifecycle_id=str(lifecycle_id) if lifecycle_id else None,
-            user_id=serializer.validated_data.get("user_id"),
+            user_id=user_id,
             key_id=request.auth.pk,
         )
         body = {

@@ -36,7 +36,13 @@ def consume_lifecycle_events(lifecycle_id: str, until_event: str, timeout: float
 
 def test_an_interested_party_sees_every_timeline_event_in_order_with_trusted_headers(api):
     lifecycle = create(
-        api, {"model": "echo/x", "prompt": "watch me", "subscriber": {"user_id": "u-7"}, "metadata": {"k": "v"}}
+        api,
+        {
+            "model": "echo/x",
+            "prompt": "watch me",
+            "subscriber": {"user_id": "u-7", "tier": "free"},
+            "metadata": {"k": "v"},
+        },
     )
     wait_status(api, lifecycle["id"])
 
@@ -53,6 +59,7 @@ def test_an_interested_party_sees_every_timeline_event_in_order_with_trusted_hea
     assert headers["event-type"] == "lifecycle.completed"
     assert headers["project-id"] == str(api.project.id)
     assert headers["subscriber-user-id"] == "u-7"
+    assert headers["subscriber-tier"] == "free"
     assert headers["traceparent"].startswith("00-")
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from orchestrator import ssrf
 from tests.webhooks.helpers import send_once
-from webhooks import ssrf
 
 BLOCKED = [
     "http://127.0.0.1/hook",
