@@ -15,7 +15,7 @@ from django.urls import path
 from django.utils.html import format_html
 
 from lifecycle import services
-from lifecycle.models import ApiKey, Lifecycle, Project, TimelineEvent
+from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, Project, TimelineEvent
 from lifecycle.states import TERMINAL, ErrorCode, Status
 from webhooks import services as webhook_services
 from webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
@@ -76,6 +76,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             services.api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(JwtIssuer)
+class JwtIssuerAdmin(admin.ModelAdmin):
+    list_display = ["issuer", "audience", "project", "jwks_url", "rate_limit_per_user_s", "created_at"]
+    list_filter = ["project"]
+    list_select_related = ["project"]
+    search_fields = ["issuer", "audience", "id"]
+    exclude = ["secret"]  # an HS256 secret is set through the API and never shown
+    readonly_fields = ["id", "project", "created_at", "updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # registered with the project's API key (/v1/jwt-issuers), which checks it
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
