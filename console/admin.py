@@ -314,6 +314,8 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="lifecycle")
     def lifecycle_link(self, delivery: Delivery):
+        if delivery.lifecycle_id is None:
+            return f"({delivery.event_type})"  # an operational event
         return format_html(
             '<a href="../lifecycle/{}/change/">{}</a>', delivery.lifecycle_id, str(delivery.lifecycle_id)[:8]
         )

@@ -26,7 +26,8 @@ DESCRIPTIONS = {
 }
 CONFLICTS = {("post", "/v1/lifecycles"), ("post", "/v1/lifecycles/{lifecycle_id}/cancel"),
              ("post", "/v1/lifecycles/{lifecycle_id}/callback"), ("post", "/v1/jwt-issuers"),
-             ("patch", "/v1/jwt-issuers/{issuer_id}")}  # fmt: skip
+             ("patch", "/v1/jwt-issuers/{issuer_id}"),
+             ("post", "/v1/webhook-endpoints/{endpoint_id}/recover")}  # fmt: skip
 
 
 # What serializers check but drf-spectacular cannot say: "exactly one of", list bounds, known params.

@@ -49,10 +49,12 @@ class DeliveryStatus(models.TextChoices):
 
 
 class Delivery(models.Model):
-    """One webhook message to one endpoint, retried on the schedule stored with it until delivered."""
+    """One webhook message to one endpoint, retried on the schedule stored with it until delivered. A
+    lifecycle's result (``lifecycle.generated``), or an operational event about the project's endpoints
+    (``endpoint.disabled``, ``message.attempt.exhausted``), which belongs to no lifecycle."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    lifecycle = models.ForeignKey(Lifecycle, on_delete=models.CASCADE, related_name="deliveries")
+    lifecycle = models.ForeignKey(Lifecycle, on_delete=models.CASCADE, related_name="deliveries", null=True, blank=True)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event_type = models.CharField(max_length=64)
     webhook_id = models.CharField(max_length=64, unique=True)  # the webhook-id header, stable across retries

@@ -30,7 +30,10 @@ from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEn
 log = logging.getLogger(__name__)
 
 GENERATED = "lifecycle.generated"
-EVENT_TYPES = (GENERATED,)
+# Operational events (Svix's names): sent only to the endpoints that list them in their event_types.
+ENDPOINT_DISABLED = "endpoint.disabled"
+ATTEMPT_EXHAUSTED = "message.attempt.exhausted"
+EVENT_TYPES = (GENERATED, ENDPOINT_DISABLED, ATTEMPT_EXHAUSTED)
 
 
 class EndpointInvalid(ValueError):
@@ -178,7 +181,7 @@ class Claimed:
     """A delivery a worker holds (``status = sending``) for one attempt, with all the attempt needs."""
 
     id: uuid.UUID
-    lifecycle_id: uuid.UUID
+    lifecycle_id: uuid.UUID | None  # None: an operational event
     endpoint_id: uuid.UUID
     webhook_id: str
     body: bytes
@@ -215,21 +218,24 @@ WITH due AS (
     WHERE status = 'sending' AND lease_expires_at > now() AND endpoint_id IN (SELECT endpoint_id FROM due)
     GROUP BY endpoint_id
 ), chosen AS (
-    SELECT id FROM (
+    SELECT ranked.id, l.status AS lifecycle_status, coalesce(l.traceparent, '') AS traceparent FROM (
         SELECT due.id, due.next_attempt_at, coalesce(busy.n, 0)
             + row_number() OVER (PARTITION BY due.endpoint_id ORDER BY due.next_attempt_at) AS slot
         FROM due LEFT JOIN busy USING (endpoint_id)
-    ) ranked WHERE slot <= %(cap)s ORDER BY next_attempt_at LIMIT %(limit)s
+    ) ranked
+    JOIN {_DELIVERIES} dd ON dd.id = ranked.id
+    LEFT JOIN {_LIFECYCLES} l ON l.id = dd.lifecycle_id  -- none for an operational event
+    WHERE ranked.slot <= %(cap)s ORDER BY ranked.next_attempt_at LIMIT %(limit)s
 )
 UPDATE {_DELIVERIES} d SET
-    status = CASE WHEN l.status = 'cancelled' THEN 'cancelled' ELSE 'sending' END,
-    lease_expires_at = CASE WHEN l.status = 'cancelled' THEN NULL ELSE %(lease)s END,
-    attempt_count = d.attempt_count + CASE WHEN l.status = 'cancelled' THEN 0 ELSE 1 END
-FROM chosen, {_ENDPOINTS} e, {_LIFECYCLES} l
-WHERE d.id = chosen.id AND e.id = d.endpoint_id AND l.id = d.lifecycle_id
+    status = CASE WHEN c.lifecycle_status = 'cancelled' THEN 'cancelled' ELSE 'sending' END,
+    lease_expires_at = CASE WHEN c.lifecycle_status = 'cancelled' THEN NULL ELSE %(lease)s END,
+    attempt_count = d.attempt_count + CASE WHEN c.lifecycle_status = 'cancelled' THEN 0 ELSE 1 END
+FROM chosen c, {_ENDPOINTS} e
+WHERE d.id = c.id AND e.id = d.endpoint_id
 RETURNING d.status, d.id, d.lifecycle_id, d.endpoint_id, d.webhook_id, d.payload::text, d.attempt_count,
     d.schedule::text, d.schedule_position, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
-    e.enabled, e.disabled_reason, e.failing_since IS NOT NULL, l.traceparent, l.project_id
+    e.enabled, e.disabled_reason, e.failing_since IS NOT NULL, c.traceparent, e.project_id
 """  # noqa: S608
 
 
@@ -341,7 +347,10 @@ def deliveries_record(*, made: list[Made]) -> list[str]:
     1. each lifecycle gets its attempt on its timeline and moves as the attempt says (the lifecycle app
        locks and writes it: :func:`lifecycle.delivery.attempts_recorded`);
     2. the attempts' rows, the deliveries' new status or next attempt, and their endpoints' failing runs
-       (an endpoint failing for longer than ``WEBHOOK_DISABLE_AFTER_S`` is disabled) in one round trip.
+       (an endpoint failing for longer than ``WEBHOOK_DISABLE_AFTER_S`` is disabled) in one round trip,
+       with the operational events they cause: ``message.attempt.exhausted`` for a lifecycle's delivery
+       whose schedule ran out, ``endpoint.disabled`` for an endpoint disabled, each a new delivery to the
+       project's endpoints that list that event.
 
     A delivery whose lease another worker took over meanwhile (its attempt number moved on) keeps its new
     holder's state; the attempt made here is still recorded.
@@ -359,10 +368,12 @@ def deliveries_record(*, made: list[Made]) -> list[str]:
             details={"delivery_id": str(m.claimed.id), "attempts": m.claimed.attempt},
         )
         for m, verdict, columns in judged
+        if m.claimed.lifecycle_id is not None
     ]
-    writes = [_attempt_rows(made), _delivery_updates(judged), *_endpoint_runs(judged, now)]
+    writes = [_attempt_rows(made), _delivery_updates(judged, now), *_endpoint_runs(judged, now)]
     with transaction.atomic():
-        delivery_routing.attempts_recorded(attempts)
+        if attempts:
+            delivery_routing.attempts_recorded(attempts)
         with connection.cursor() as cursor:
             cursor.execute(";\n".join(sql for sql, _ in writes), [p for _, params in writes for p in params])
     return [verdict for _, verdict, _ in judged]
@@ -389,22 +400,49 @@ def _attempt_rows(made: list[Made]) -> tuple[str, list]:
 _DELIVERY_ROW = "(%s::uuid, %s::int, %s, %s::int, %s::timestamptz, %s, %s::timestamptz)"
 
 
-def _delivery_updates(judged) -> tuple[str, list]:
-    """Each delivery's new state, fenced by its attempt number (a lease taken over meanwhile is left alone)."""
+# A new delivery of an operational event to each enabled endpoint of the project that lists it; ``source``
+# is a set of rows with ``project_id`` and ``skip`` (an endpoint not to tell), the payload built from it.
+_OPERATIONAL = f"""
+INSERT INTO {_DELIVERIES} (id, lifecycle_id, endpoint_id, event_type, webhook_id, payload, status, schedule,
+    attempt_count, schedule_position, next_attempt_at, last_error, created_at)
+SELECT gen_random_uuid(), NULL, op.id, %s, 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+    jsonb_build_object('type', %s::text, 'timestamp', %s::text, 'data', source.data), 'pending', %s::jsonb,
+    0, 0, now(), '', now()
+FROM source JOIN {_ENDPOINTS} op ON op.project_id = source.project_id AND op.enabled
+    AND op.id IS DISTINCT FROM source.skip AND op.event_types @> jsonb_build_array(%s::text)
+"""  # noqa: S608
+
+
+def _operational(event_type: str, now: datetime) -> tuple[str, list]:
+    schedule = orjson.dumps(list(settings.WEBHOOK_RETRY_SCHEDULE)).decode()
+    return _OPERATIONAL, [event_type, event_type, now.isoformat(), schedule, event_type]
+
+
+def _delivery_updates(judged, now: datetime) -> tuple[str, list]:
+    """Each delivery's new state, fenced by its attempt number (a lease taken over meanwhile is left alone),
+    and ``message.attempt.exhausted`` for each lifecycle's delivery whose schedule ran out."""
+    operational, operational_params = _operational(ATTEMPT_EXHAUSTED, now)
     sql = (
-        f"UPDATE {_DELIVERIES} d SET status = v.status, lease_expires_at = NULL, last_error = v.error, "  # noqa: S608
-        "schedule_position = coalesce(v.position, d.schedule_position), "
+        f"WITH updated AS (UPDATE {_DELIVERIES} d SET status = v.status, lease_expires_at = NULL, "  # noqa: S608
+        "last_error = v.error, schedule_position = coalesce(v.position, d.schedule_position), "
         "next_attempt_at = coalesce(v.next_at, d.next_attempt_at), "
         "delivered_at = coalesce(v.delivered_at, d.delivered_at) "
         f"FROM (VALUES {_values(_DELIVERY_ROW, len(judged))}) "
         "AS v(id, attempt, status, position, next_at, error, delivered_at) "
-        "WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt"
+        "WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt "
+        "RETURNING d.id, d.status, d.endpoint_id, d.lifecycle_id, d.webhook_id, d.event_type, d.attempt_count, "
+        "d.last_error), "
+        "source AS (SELECT e.project_id, NULL::uuid AS skip, jsonb_build_object('endpoint_id', u.endpoint_id, "
+        "'url', e.url, 'delivery_id', u.id, 'webhook_id', u.webhook_id, 'event_type', u.event_type, "
+        "'lifecycle_id', u.lifecycle_id, 'attempts', u.attempt_count, 'last_error', u.last_error) AS data "
+        f"FROM updated u JOIN {_ENDPOINTS} e ON e.id = u.endpoint_id "
+        "WHERE u.status = 'exhausted' AND u.lifecycle_id IS NOT NULL)" + operational
     )
     params = []
     for m, _, columns in judged:
         params += [m.claimed.id, m.claimed.attempt, str(columns["status"]), columns.get("position"),
                    columns.get("next_at"), columns["error"][:1000], columns.get("delivered_at")]  # fmt: skip
-    return sql, params
+    return sql, params + operational_params
 
 
 def _endpoint_runs(judged, now: datetime) -> list[tuple[str, list]]:
@@ -422,14 +460,18 @@ def _endpoint_runs(judged, now: datetime) -> list[tuple[str, list]]:
         ids = sorted(failing)
         sql = f"UPDATE {_ENDPOINTS} SET failing_since = %s WHERE id = ANY(%s::uuid[]) AND failing_since IS NULL"  # noqa: S608
         writes.append((sql, [now, ids]))
+        operational, operational_params = _operational(ENDPOINT_DISABLED, now)
         sql = (
-            f"UPDATE {_ENDPOINTS} e SET enabled = false, disabled_at = %s, "  # noqa: S608
+            f"WITH source AS (UPDATE {_ENDPOINTS} e SET enabled = false, disabled_at = %s, "  # noqa: S608
             f"disabled_reason = left(%s || v.error, 500) FROM (VALUES {_values('(%s::uuid, %s)', len(ids))}) "
-            "AS v(id, error) WHERE e.id = v.id AND e.enabled AND e.failing_since < %s"
+            "AS v(id, error) WHERE e.id = v.id AND e.enabled AND e.failing_since < %s "
+            "RETURNING e.project_id, e.id AS skip, jsonb_build_object('endpoint_id', e.id, 'url', e.url, "
+            "'disabled_at', e.disabled_at, 'reason', e.disabled_reason) AS data)" + operational
         )
         reason = f"failing for over {settings.WEBHOOK_DISABLE_AFTER_S} s; last error: "
         params = [now, reason, *(p for i in ids for p in (i, failing[i]))]
-        writes.append((sql, [*params, now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_S)]))
+        cutoff = now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_S)
+        writes.append((sql, [*params, cutoff, *operational_params]))
     return writes
 
 
@@ -486,6 +528,25 @@ def delivery_resend(*, delivery: Delivery) -> Delivery:
             cursor.execute("SELECT pg_notify(%s, '')", [DUE_CHANNEL])
     delivery.refresh_from_db()
     return delivery
+
+
+class EndpointDisabled(Exception):
+    """The endpoint is disabled: whatever is sent to it fails at once."""
+
+
+def endpoint_recover(*, endpoint: WebhookEndpoint, since: datetime) -> int:
+    """Send again every delivery to ``endpoint`` whose schedule ran out since ``since`` (Svix's recover):
+    each with its own webhook-id and a fresh retry series. Returns how many."""
+    if not endpoint.enabled:
+        raise EndpointDisabled
+    with transaction.atomic():
+        recovered = Delivery.objects.filter(
+            endpoint=endpoint, status=DeliveryStatus.EXHAUSTED, created_at__gte=since
+        ).update(status=DeliveryStatus.PENDING, schedule_position=0, next_attempt_at=timezone.now(), last_error="")
+        if recovered:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, '')", [DUE_CHANNEL])
+    return recovered
 
 
 # --- sweeps --------------------------------------------------------------------------------------

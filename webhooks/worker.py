@@ -118,7 +118,9 @@ class DeliveryWorker:
 
     async def _attempt(self, claimed: services.Claimed) -> None:
         logs.bind(
-            lifecycle_id=str(claimed.lifecycle_id), project_id=str(claimed.project_id), traceparent=claimed.traceparent
+            lifecycle_id=str(claimed.lifecycle_id or ""),
+            project_id=str(claimed.project_id),
+            traceparent=claimed.traceparent,
         )
         started_at = timezone.now()
         if not claimed.endpoint_enabled:

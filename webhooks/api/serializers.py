@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from orchestrator.fields import StrictBooleanField, StrictCharField
@@ -42,6 +43,19 @@ class EndpointWithSecretSerializer(EndpointSerializer):
 
 class RotateSecretSerializer(serializers.Serializer):
     grace_s = serializers.IntegerField(min_value=0, max_value=7 * 24 * 3600, required=False)
+
+
+class RecoverSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(help_text="Send again what failed for good since then.")
+
+    def validate_since(self, value):
+        if value > timezone.now():
+            raise serializers.ValidationError("Must not be in the future.")
+        return value
+
+
+class RecoveredSerializer(serializers.Serializer):
+    recovered = serializers.IntegerField(help_text="Deliveries queued again.")
 
 
 class AttemptSerializer(serializers.ModelSerializer):

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from lifecycle import selectors as lifecycle_selectors
 from orchestrator import telemetry
-from orchestrator.errors import error_body
+from orchestrator.errors import Conflict, error_body
 from orchestrator.openapi import results_of
 from orchestrator.parsers import StrictJSONParser
 from webhooks import callbacks, services
@@ -22,6 +22,8 @@ from webhooks.api.serializers import (
     EndpointSerializer,
     EndpointWithSecretSerializer,
     EndpointWriteSerializer,
+    RecoveredSerializer,
+    RecoverSerializer,
     RotateSecretSerializer,
 )
 from webhooks.models import Delivery, WebhookEndpoint
@@ -93,6 +95,19 @@ class EndpointRotateSecretView(APIView):
         return Response(EndpointWithSecretSerializer(endpoint).data)
 
 
+class EndpointRecoverView(APIView):
+    @extend_schema(request=RecoverSerializer, responses={202: RecoveredSerializer})
+    def post(self, request: Request, endpoint_id) -> Response:
+        endpoint = _endpoint_or_404(request, endpoint_id)
+        serializer = RecoverSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            recovered = services.endpoint_recover(endpoint=endpoint, since=serializer.validated_data["since"])
+        except services.EndpointDisabled as exc:
+            raise Conflict("The endpoint is disabled: enable it (PATCH enabled: true), then recover.") from exc
+        return Response({"recovered": recovered}, status=status.HTTP_202_ACCEPTED)
+
+
 class LifecycleDeliveriesView(APIView):
     @extend_schema(responses=results_of(DeliverySerializer, "DeliveryList"))
     def get(self, request: Request, lifecycle_id) -> Response:
@@ -106,7 +121,7 @@ class LifecycleDeliveriesView(APIView):
 class DeliveryResendView(APIView):
     @extend_schema(request=None, responses={202: DeliverySerializer})
     def post(self, request: Request, delivery_id) -> Response:
-        delivery = Delivery.objects.filter(lifecycle__project=request.auth.project, id=delivery_id).first()
+        delivery = Delivery.objects.filter(endpoint__project=request.auth.project, id=delivery_id).first()
         if delivery is None:
             raise exceptions.NotFound("No such delivery.")
         delivery = services.delivery_resend(delivery=delivery)
