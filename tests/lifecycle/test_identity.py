@@ -21,6 +21,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from tests.lifecycle.helpers import create, wait_status
 from tests.processes import poll_until
+from tests.realtime.helpers import collect, refused, ws_url
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -255,3 +256,74 @@ def test_issuers_are_managed_with_the_api_key_and_never_show_their_secret(api):
     assert renamed.status_code == 200 and renamed.json()["issuer"] == issuer + "v2"
     assert api.delete(f"/v1/jwt-issuers/{created['id']}").status_code == 204
     assert api.get(f"/v1/jwt-issuers/{created['id']}").status_code == 404
+
+
+def test_a_users_token_streams_its_own_lifecycle_and_no_one_elses(stack, api, hs_issuer):
+    theirs = create(api, {"model": "echo/x", "prompt": "theirs", "subscriber": {"user_id": "user-2"}})
+    token = jwt.encode(claims(hs_issuer), SECRET, algorithm="HS256")
+    with as_user(stack, token) as user:
+        mine = create(user, {"model": "echo/x", "prompt": "streamed", "params": {"latency_ms": 300}})
+        subscriber_token = user.post("/v1/realtime/tokens", json={"user_id": "user-1"}).json()["token"]
+
+    messages, close_code = collect(ws_url(stack, mine["id"], mine["ws_token"]))
+    assert messages[-1]["event"] == "lifecycle.completed" and messages[-1]["result"] == "streamed"
+    assert close_code == 1000
+    # The token opens that lifecycle only; the user's subscriber token, that user's lifecycles only.
+    assert refused(ws_url(stack, theirs["id"], mine["ws_token"])) in (403, 404)
+    assert refused(ws_url(stack, theirs["id"], subscriber_token)) in (403, 404)
+
+
+BROWSER_CALL = """
+async ([api, token, prompt]) => {
+  const response = await fetch(`${api}/v1/lifecycles`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "echo/x", prompt, params: { latency_ms: 300 } }),
+  });
+  const created = await response.json();
+  const { LifecycleSocket } = await import("/static/realtime/lifecycle-client.js");
+  return await new Promise((resolve) => {
+    new LifecycleSocket({
+      url: created.links.websocket,
+      token: created.ws_token,
+      onCompleted: (result) => resolve({ status: response.status, result, lifecycle: created.id }),
+      onFailed: (error) => resolve({ status: response.status, error }),
+    }).connect();
+  });
+}
+"""
+
+
+@pytest.mark.browser
+def test_a_browser_on_an_allowed_origin_submits_and_streams_with_its_users_jwt(stack, api, browser_page):
+    """The page is served from ``localhost``, the API called on ``127.0.0.1``: another origin, so the
+    browser enforces CORS for real."""
+    port = stack.env["PORT"]
+    app_origin = f"http://localhost:{port}"
+    issuer = f"https://idp-{uuid.uuid4().hex[:8]}.example.com/"
+    register(api, issuer=issuer, secret=SECRET, allowed_origins=[app_origin])
+    token = jwt.encode(claims(issuer, sub="browser-user"), SECRET, algorithm="HS256")
+    browser_page.goto(f"{app_origin}/demo/")
+
+    seen = browser_page.evaluate(BROWSER_CALL, [f"http://127.0.0.1:{port}", token, "from a browser"])
+
+    assert seen["status"] == 202 and seen["result"] == "from a browser"
+    assert api.get(f"/v1/lifecycles/{seen['lifecycle']}").json()["subscriber"]["user_id"] == "browser-user"
+    # The same page with a token whose issuer does not list its origin: refused before anything is written,
+    # and readable by the page (another issuer lists the origin), so it can say why.
+    elsewhere = f"https://idp-{uuid.uuid4().hex[:8]}.example.com/"
+    register(api, issuer=elsewhere, secret=SECRET, allowed_origins=["https://app.example.com"])
+    other = jwt.encode(claims(elsewhere), SECRET, algorithm="HS256")
+    failed = browser_page.evaluate(
+        """async ([api, token]) => {
+          const response = await fetch(`${api}/v1/lifecycles`, { method: "POST",
+            headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+            body: JSON.stringify({ model: "echo/x", prompt: "no" }) });
+          return response.status;
+        }""",
+        [f"http://127.0.0.1:{port}", other],
+    )
+    assert failed == 403
+    assert [item["subscriber"].get("user_id") for item in api.get("/v1/lifecycles").json()["results"]] == [
+        "browser-user"
+    ]
