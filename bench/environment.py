@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import secrets
 
+from cryptography.fernet import Fernet
+
 PRODUCTION_ON_LOOPBACK = {
     "DEBUG": "false",
     "SECRET_KEY": secrets.token_urlsafe(50),
+    "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback, no TLS-terminating proxy in front
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the customer backend runs on loopback
     "LOG_LEVEL": "WARNING",

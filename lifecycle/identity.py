@@ -26,7 +26,7 @@ import jwt
 from django.conf import settings
 
 from lifecycle.models import JwtIssuer, Project
-from orchestrator import ssrf
+from orchestrator import crypto, ssrf
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,11 @@ def authenticate(token: str) -> Subscriber:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise InvalidToken("The token is malformed.") from exc
-    candidates = list(JwtIssuer.objects.select_related("project").filter(issuer=str(claimed.get("iss", ""))))
+    try:
+        candidates = list(JwtIssuer.objects.select_related("project").filter(issuer=str(claimed.get("iss", ""))))
+    except crypto.SecretUnreadable as exc:  # a key dropped too early: say so to operators, refuse the token
+        log.error("identity: an issuer's secret cannot be decrypted: %s", exc)
+        raise InvalidToken("The token's issuer cannot be verified right now.") from exc
     if not candidates:
         raise InvalidToken("The token's issuer is not registered.")
     audiences = claimed.get("aud")

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from lifecycle.states import Status
+from orchestrator.crypto import EncryptedCharField
 
 
 class Project(models.Model):
@@ -49,7 +50,7 @@ class JwtIssuer(models.Model):
     audience = models.CharField(max_length=500)  # their ``aud``
     # Where its public keys are (RS*/PS*/ES*/EdDSA tokens), or the shared secret of HS256 tokens: one of two.
     jwks_url = models.URLField(max_length=2000, blank=True, default="")
-    secret = models.CharField(max_length=500, blank=True, default="")
+    secret = EncryptedCharField(max_length=1000, blank=True, default="")  # encrypted at rest
     user_claim = models.CharField(max_length=100, default="sub")
     tier_claim = models.CharField(max_length=100, default="tier")
     allowed_origins = models.JSONField(default=list, blank=True)  # browser origins (CORS)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -34,6 +36,19 @@ else:
         SECRET_KEY = env.str("SECRET_KEY")
     except environ.ImproperlyConfigured as exc:
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off (docs/operations.md)") from exc
+# Fernet keys (newest first) that encrypt the secrets stored in the database (orchestrator/crypto.py). The
+# embedded default derives one from SECRET_KEY; production must set its own, like SECRET_KEY.
+if DEBUG:
+    _derived = base64.urlsafe_b64encode(hashlib.sha256(f"secrets-at-rest:{SECRET_KEY}".encode()).digest())
+    SECRETS_ENCRYPTION_KEYS = env.list("SECRETS_ENCRYPTION_KEYS", default=[_derived.decode()])
+else:
+    try:
+        SECRETS_ENCRYPTION_KEYS = env.list("SECRETS_ENCRYPTION_KEYS")
+    except environ.ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(
+            "SECRETS_ENCRYPTION_KEYS is required when DEBUG is off: one or more Fernet keys, newest first "
+            "(docs/operations.md)"
+        ) from exc
 PORT = env.int("PORT", default=8000)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 # WebSockets are served by the realtime process (daphne), HTTP by the web process (gunicorn). Behind one

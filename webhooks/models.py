@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from lifecycle.models import Lifecycle, Project
+from orchestrator.crypto import EncryptedCharField
 
 
 class WebhookEndpoint(models.Model):
@@ -15,8 +16,8 @@ class WebhookEndpoint(models.Model):
     description = models.CharField(max_length=500, blank=True, default="")
     # Signing needs the secret itself, so it is kept (never shown again after create/rotate). During a
     # rotation's grace period the previous secret signs too, so receivers can switch without a gap.
-    secret = models.CharField(max_length=100)
-    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    secret = EncryptedCharField(max_length=500)  # encrypted at rest (orchestrator/crypto.py)
+    previous_secret = EncryptedCharField(max_length=500, blank=True, default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # Event types this endpoint receives; empty means all.
     event_types = models.JSONField(default=list, blank=True)

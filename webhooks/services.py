@@ -23,7 +23,7 @@ from django.utils import timezone
 from lifecycle import delivery as delivery_routing
 from lifecycle.models import Lifecycle, Project
 from lifecycle.states import Status
-from orchestrator import ssrf
+from orchestrator import crypto, ssrf
 from webhooks import callbacks, sender, signing
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 
@@ -97,8 +97,12 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint, grace_s: int | None = N
 # --- choosing where a lifecycle goes (the lifecycle engine's delivery backend) --------------------
 
 
+# Choosing an endpoint needs no secret: left encrypted, unread (only attempts sign).
+_WITHOUT_SECRETS = ("secret", "previous_secret")
+
+
 def _default_endpoint(project: Project) -> WebhookEndpoint | None:
-    for endpoint in WebhookEndpoint.objects.filter(project=project, enabled=True):
+    for endpoint in WebhookEndpoint.objects.filter(project=project, enabled=True).defer(*_WITHOUT_SECRETS):
         if endpoint.receives(GENERATED):
             return endpoint
     return None
@@ -110,7 +114,7 @@ class WebhookDeliveryBackend:
         if requested.get("mode") == delivery_routing.DIRECT and not endpoint_id:
             return {"mode": delivery_routing.DIRECT}  # no endpoint to look up
         if endpoint_id:
-            endpoint = WebhookEndpoint.objects.filter(project=project, id=endpoint_id).first()
+            endpoint = WebhookEndpoint.objects.filter(project=project, id=endpoint_id).defer(*_WITHOUT_SECRETS).first()
             if endpoint is None:
                 raise delivery_routing.DeliveryConfigError("no such webhook endpoint")
             if not endpoint.enabled:
@@ -258,7 +262,13 @@ def deliveries_claim(*, limit: int) -> list[Claimed]:
 def _claimed(row, now: datetime) -> Claimed:
     (_, delivery_id, lifecycle_id, endpoint_id, webhook_id, payload, attempt, schedule, position, url, secret,
      previous, previous_expires, enabled, disabled_reason, failing, traceparent, project_id) = row  # fmt: skip
-    secrets_ = [secret] + ([previous] if previous and previous_expires and previous_expires > now else [])
+    try:
+        secrets_ = [crypto.decrypt(secret)]
+        if previous and previous_expires and previous_expires > now:
+            secrets_.append(crypto.decrypt(previous))
+    except crypto.SecretUnreadable as exc:  # a key dropped too early: the attempt fails, saying why
+        log.error("webhooks: cannot sign for endpoint %s: %s", endpoint_id, exc)
+        secrets_ = []
     return Claimed(
         id=delivery_id,
         lifecycle_id=lifecycle_id,

@@ -127,6 +127,9 @@ class DeliveryWorker:
             result = sender.AttemptResult(
                 outcome="failed", latency_ms=0, error=f"endpoint disabled: {claimed.endpoint_disabled_reason}"
             )
+        elif not claimed.secrets:
+            error = "the endpoint's signing secret cannot be decrypted (SECRETS_ENCRYPTION_KEYS lacks its key)"
+            result = sender.AttemptResult(outcome="failed", latency_ms=0, error=error)
         else:
             headers = services.attempt_headers(claimed, started_at)
             # Each attempt is a span of the lifecycle's trace; the receiver gets the span's own traceparent.

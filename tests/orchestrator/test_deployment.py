@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from orchestrator.embedded import PROJECT_DIR
 from tests.processes import PROCFILE
@@ -30,7 +31,7 @@ def compose() -> dict:
         pytest.skip("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
     resolved = subprocess.run(
         [binary, "-f", str(COMPOSE), "config"],
-        env={**os.environ, "SECRET_KEY": "test-secret"},
+        env={**os.environ, "SECRET_KEY": "test-secret", "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode()},
         capture_output=True,
         text=True,
         check=True,
@@ -91,10 +92,12 @@ def test_the_image_is_multi_stage_pinned_non_root_and_health_checked():
 
 
 def production_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "WEBHOOK_ALLOWED_NETWORKS")}
+    unset = ("DEBUG", "SECRET_KEY", "SECRETS_ENCRYPTION_KEYS", "WEBHOOK_ALLOWED_NETWORKS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     return {
         **env,
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "PUBLIC_BASE_URL": "https://lifecycles.example.com",
         **overrides,
     }
@@ -121,6 +124,16 @@ def test_production_refuses_to_start_without_a_secret_key():
 
     assert result.returncode != 0
     assert "SECRET_KEY is required" in result.stderr
+
+
+def test_production_refuses_to_start_without_keys_for_the_secrets_at_rest():
+    env = production_env()
+    del env["SECRETS_ENCRYPTION_KEYS"]
+
+    result = manage("check", env=env)
+
+    assert result.returncode != 0
+    assert "SECRETS_ENCRYPTION_KEYS is required" in result.stderr
 
 
 def test_production_defaults_are_strict():
