@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -89,9 +90,13 @@ class SystemCollector:
             "outbox_backlog", "Outbox rows not yet published to Kafka.",
             value=OutboxMessage.objects.filter(published_at__isnull=True).count(),
         )  # fmt: skip
+        waiting = Delivery.objects.filter(status=DeliveryStatus.PENDING)
         yield GaugeMetricFamily(
-            "webhook_deliveries_waiting", "Deliveries waiting for an attempt.",
-            value=Delivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+            "webhook_deliveries_waiting", "Deliveries waiting for an attempt.", value=waiting.count()
+        )
+        yield GaugeMetricFamily(  # what the delivery workers scale on (deploy/kubernetes/components/keda)
+            "webhook_deliveries_due", "Deliveries whose attempt is due now.",
+            value=waiting.filter(next_attempt_at__lte=timezone.now()).count(),
         )  # fmt: skip
         lag = GaugeMetricFamily(
             "kafka_consumer_lag", "Messages not yet consumed, per group and topic.", labels=["group", "topic"]

@@ -52,6 +52,7 @@ def test_metrics_count_a_real_lifecycle_through_every_process(api, stack, custom
     for step in ("queue_wait", "model", "webhook_delivery", "backend_callback", "end_to_end"):
         assert delta(after, "lifecycle_step_seconds_count", step=step) == 1, step
     assert value(after, "outbox_backlog") >= 0
+    assert value(after, "webhook_deliveries_due") >= 0
     assert ("lifecycles_live", (("status", "pending"),)) in after
     assert ("generations_in_flight", ()) in after
     lag_groups = {dict(labels)["group"] for name, labels in after if name == "kafka_consumer_lag"}
