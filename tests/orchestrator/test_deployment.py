@@ -30,13 +30,42 @@ def compose() -> dict:
     if binary is None:
         pytest.skip("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
     resolved = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config"],
-        env={**os.environ, "SECRET_KEY": "test-secret", "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode()},
-        capture_output=True,
-        text=True,
-        check=True,
+        [binary, "-f", str(COMPOSE), "config"], env=compose_env(), capture_output=True, text=True, check=True
     )
     return yaml.safe_load(resolved.stdout)
+
+
+COMPOSE_SECRETS = ("SECRET_KEY", "SECRETS_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+
+
+def compose_env(**overrides: str) -> dict[str, str]:
+    secrets_ = {name: secrets.token_hex(16) for name in COMPOSE_SECRETS}
+    return {**os.environ, **secrets_, "SECRETS_ENCRYPTION_KEYS": Fernet.generate_key().decode(), **overrides}
+
+
+@pytest.mark.parametrize("missing", COMPOSE_SECRETS)
+def test_compose_refuses_to_start_without_each_secret_naming_it(missing):
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
+    env = compose_env()
+    del env[missing]
+
+    result = subprocess.run([binary, "-f", str(COMPOSE), "config"], env=env, capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_no_server_runs_with_a_default_password(compose):
+    services = compose["services"]
+    app_env = services["web"]["environment"]
+
+    assert "orchestrator:orchestrator@" not in app_env["DATABASE_URL"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] in app_env["DATABASE_URL"]
+    redis_password = services["redis"]["environment"]["REDISCLI_AUTH"]
+    assert ["--requirepass", redis_password] == services["redis"]["command"][-2:]
+    assert app_env["REDIS_URL"] == f"redis://:{redis_password}@redis:6379/0"
 
 
 def test_the_compose_file_runs_every_procfile_process_as_its_own_service(compose):
