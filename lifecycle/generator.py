@@ -7,7 +7,13 @@ redelivered finds its lifecycle already claimed or finished, and does nothing.
 Claims: a consumed batch is claimed in one transaction (``services.generation_claim_many``); each claimed
 generation then runs as its own task, and outputs are stored in group commits (:class:`db.GroupCommit`).
 
-Backpressure: at ``concurrency`` generations in flight the consumer pauses its partitions (while still
+Fairness: what is consumed waits in a :class:`~lifecycle.scheduling.FairQueue` until a slot is free, and
+starts in its order (projects in turn, tiers by weight), so one project's backlog does not make another's
+requests wait behind it. The generator reads up to ``GENERATOR_LOOKAHEAD`` requests ahead of what it runs,
+which bounds both its memory and how far back in Kafka it can see; waiting requests count as in flight for
+the offsets, so a generator that dies loses none of them.
+
+Backpressure: with ``GENERATOR_LOOKAHEAD`` requests waiting the consumer pauses its partitions (while still
 polling, so the group keeps it); lag builds in Kafka and the API never waits.
 
 Leases: every ``GENERATION_LEASE_S / 3`` the generator renews the leases of all it runs in one statement;
@@ -27,6 +33,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,9 +42,9 @@ import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
-from lifecycle import generation, kafka, outbox, services
+from lifecycle import generation, kafka, outbox, scheduling, services
 from lifecycle.models import Lifecycle
-from orchestrator import db, logs, telemetry
+from orchestrator import db, logs, metrics, telemetry
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 
@@ -110,6 +117,13 @@ class Generator:
         self.concurrency = concurrency
         self.stop = stop
         self.tracker = OffsetTracker()
+        self.waiting: scheduling.FairQueue[Message] = scheduling.FairQueue(
+            scheduling.tier_weights(settings.GENERATION_TIER_WEIGHTS)
+        )
+        self.lookahead = max(1, settings.GENERATOR_LOOKAHEAD)
+        self.in_flight = 0  # generations dispatched: being claimed or running
+        self.clients = None  # the HTTP clients, taken in turn, once run() has opened them
+        self._gauged: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
         # Lifecycle id → its generation (to abandon on cancel) and the claim's fencing token (to renew with).
         self.running: dict[str, tuple[asyncio.Task, int]] = {}
@@ -131,6 +145,10 @@ class Generator:
         return await asyncio.get_running_loop().run_in_executor(self.kafka_thread, fn, *args)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        dropped = self.waiting.drop(lambda m: (m.topic(), m.partition()) in revoked)  # their next owner runs them
+        for message in dropped:
+            self.tracker.finished(message.topic(), message.partition(), message.offset())
         self._commit_sync()
         self.tracker.forget(partitions)
         self.idle.forget(consumer, partitions)
@@ -160,25 +178,24 @@ class Generator:
                 await clients.enter_async_context(httpx.AsyncClient(limits=POOL_LIMITS))
                 for _ in range(math.ceil(self.concurrency / POOL_SIZE))
             ]
-            client_for = itertools.cycle(shards)
+            self.clients = itertools.cycle(shards)
             while not self.stop.requested:
-                full = len(self.tasks) >= self.concurrency
+                full = len(self.waiting) >= self.lookahead
                 if full != self.idle.held:
                     await self._kafka(self.idle.hold, full)
                 await self.idle.doze(self._kafka)
-                room = max(1, self.concurrency - len(self.tasks))
+                room = max(1, self.lookahead - len(self.waiting))
                 messages = await self._kafka(self.idle.consume, min(room, 500), 0.1)
-                ready = []
                 for message in messages:
                     if message.error():
                         kafka.note_consume_error(message.error(), self.broker, "generator")
                         continue
                     self.broker.ok()
-                    ready.append(message)
-                if ready:
-                    self._start_batch(ready, client_for)
+                    self._wait(message)
+                self._dispatch()
                 if loop.time() - last_commit >= COMMIT_EVERY_S:
                     await self._kafka(self._commit_sync)
+                    self._gauge_waiting()
                     last_commit = loop.time()
             if self.tasks:
                 log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
@@ -191,19 +208,37 @@ class Generator:
         self.kafka_thread.shutdown()
         return self.handled
 
-    def _start_batch(self, messages: list[Message], clients) -> None:
-        """Claim a consumed batch in one transaction, then run each claimed generation as its own task. Each
-        message counts as in flight (its offset uncommitted) from now until its own task ends."""
-        for message in messages:
-            self.tracker.started(message.topic(), message.partition(), message.offset())
-        task = asyncio.create_task(self._claim_and_start(messages, clients))
+    def _wait(self, message: Message) -> None:
+        """A consumed request waits for a slot, in its project's and tier's turn. Its offset stays
+        uncommitted from now until its generation ends."""
+        self.tracker.started(message.topic(), message.partition(), message.offset())
+        headers = kafka.decode_headers(message.headers())
+        self.waiting.put(message, project=headers.get("project-id", ""), tier=headers.get("subscriber-tier") or None)
+
+    def _dispatch(self) -> None:
+        """Start as many waiting requests as there are free slots, in the fair queue's order: claimed in one
+        transaction, then each generation as its own task. Called when requests arrive and when one ends."""
+        free = self.concurrency - self.in_flight
+        if free <= 0 or not len(self.waiting) or self.clients is None or self.stop.requested:
+            return  # (stopping: what waits is left uncommitted, for the partitions' next owner)
+        batch = self.waiting.take(min(free, 500))
+        self.in_flight += len(batch)
+        task = asyncio.create_task(self._claim_and_start(batch))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _claim_and_start(self, messages: list[Message], clients) -> None:
+    def _gauge_waiting(self) -> None:
+        waiting = self.waiting.waiting()
+        for key in self._gauged - set(waiting):
+            metrics.GENERATIONS_WAITING.labels(*key).set(0)
+        for key, count in waiting.items():
+            metrics.GENERATIONS_WAITING.labels(*key).set(count)
+        self._gauged = set(waiting)
+
+    async def _claim_and_start(self, messages: list[Message]) -> None:
         claims = await self._claim(messages)
         for message in messages:
-            self._start(message, next(clients), claims)
+            self._start(message, next(self.clients), claims)
 
     async def _claim(self, messages: list[Message]) -> dict[str, Lifecycle] | None:
         """The batch's claims by lifecycle id; ``None`` if the batch could not be claimed at once (each
@@ -215,10 +250,15 @@ class Generator:
         if not ids:
             return {}
         try:
-            return await db.patiently(services.generation_claim_many, lifecycle_ids=ids)
+            claims = await db.patiently(services.generation_claim_many, lifecycle_ids=ids)
         except Exception:
             log.exception("generator: claiming a batch of %d failed; claiming one at a time", len(ids))
             return None
+        now = time.time()
+        for lifecycle in claims.values():
+            tier = self.waiting.tier_of(lifecycle.subscriber.get("tier"))
+            metrics.GENERATION_WAIT_SECONDS.labels(tier=tier).observe(max(0.0, now - lifecycle.created_at.timestamp()))
+        return claims
 
     def _start(self, message: Message, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -229,6 +269,8 @@ class Generator:
             self.tasks.discard(t)
             self.tracker.finished(topic, partition, offset)
             self.handled += 1
+            self.in_flight -= 1
+            self._dispatch()  # its slot goes to whoever's turn it is
 
         task.add_done_callback(done)
 

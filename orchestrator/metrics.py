@@ -31,6 +31,18 @@ STEP_SECONDS = Histogram(
     ["step"],
     buckets=STEP_BUCKETS,
 )
+GENERATIONS_WAITING = Gauge(
+    "generations_waiting",
+    "Generation requests a generator consumed and holds until a slot is free, per project and tier.",
+    ["project", "tier"],
+    multiprocess_mode="livesum",
+)
+GENERATION_WAIT_SECONDS = Histogram(
+    "generation_wait_seconds",
+    "From accept to the claim of the generation, per subscriber tier.",
+    ["tier"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
 PROVIDER_ATTEMPTS = Counter("provider_attempts", "Provider calls, by provider and outcome.", ["provider", "outcome"])
 WEBHOOK_ATTEMPTS = Counter("webhook_attempts", "Webhook attempts, by HTTP status class or failure.", ["status_class"])
 WEBSOCKETS = Gauge("websocket_connections", "Open lifecycle WebSockets.", multiprocess_mode="livesum")

@@ -291,6 +291,11 @@ WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=["127.0.
 # Generation: concurrency per generator process and how long a claimed generation may run before the
 # reconciler assumes its worker died and re-drives it.
 GENERATOR_CONCURRENCY = env.int("GENERATOR_CONCURRENCY", default=256)
+# Requests a generator reads from Kafka beyond what it runs, to start them fairly (projects in turn, tiers
+# by weight): how far back a backlog it can see past, and its memory (a small message each).
+GENERATOR_LOOKAHEAD = env.int("GENERATOR_LOOKAHEAD", default=5000)
+# How often each subscriber tier goes first, relative to the others, within a project (lifecycle/scheduling.py).
+GENERATION_TIER_WEIGHTS = env.list("GENERATION_TIER_WEIGHTS", default=["enterprise=8", "standard=4", "free=2"])
 # Threads (each with its own database connection) that run a generator's database work.
 GENERATOR_DB_THREADS = env.int("GENERATOR_DB_THREADS", default=16)
 GENERATION_LEASE_S = env.int("GENERATION_LEASE_S", default=120)

@@ -1,0 +1,142 @@
+"""Which waiting generation goes next (shared/ARCHITECTURE.md, Flow control): fair across projects, and
+within a project by the subscriber's tier, without starving any.
+
+Both levels are stride scheduling (start-time fair queuing): each project, and each tier within a project,
+has a *pass*; the next item comes from the one with the lowest pass, whose pass then grows by 1 / its
+weight (one that starts waiting enters at the current pass plus 1 / its weight). Projects weigh the same,
+so they take turns: one project's backlog of thousands waits behind another's single request for one
+turn, not for its whole backlog. Tiers weigh ``GENERATION_TIER_WEIGHTS``
+(enterprise 8, standard 4, free 2, none 1 by default): enterprise work goes first eight times as often as
+work without a tier, and every tier keeps moving. One that was empty comes back at the current pass, not
+with credit for the time it was idle, so a quiet project cannot save turns up and then flood.
+
+Pure and thread-safe: the generator puts what it consumes from Kafka and takes what it has room to run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+NO_TIER = "none"
+
+
+class _Stride(Generic[K]):
+    """The keys with work, each with its pass; :meth:`next` is the key to serve."""
+
+    def __init__(self) -> None:
+        self.passes: dict[K, float] = {}
+        self.clock = 0.0  # the pass of the key served last: where a key that comes back starts
+
+    def activate(self, key: K, weight: float) -> None:
+        if key not in self.passes:
+            self.passes[key] = self.clock + 1.0 / weight  # its first turn, by its weight: heavier is sooner
+
+    def next(self) -> K:
+        return min(self.passes, key=self.passes.__getitem__)
+
+    def served(self, key: K, weight: float, still_active: bool) -> None:
+        self.clock = self.passes[key]
+        if still_active:
+            self.passes[key] += 1.0 / weight
+        else:
+            del self.passes[key]
+
+
+class _Project(Generic[T]):
+    def __init__(self) -> None:
+        self.tiers: dict[str, deque[T]] = {}
+        self.stride: _Stride[str] = _Stride()
+        self.size = 0
+
+
+class FairQueue(Generic[T]):
+    def __init__(self, tier_weights: dict[str, float]) -> None:
+        self.tier_weights = dict(tier_weights)
+        self.tier_weights.setdefault(NO_TIER, 1.0)
+        self._projects: dict[str, _Project[T]] = {}
+        self._stride: _Stride[str] = _Stride()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tier_of(self, tier: str | None) -> str:
+        """The tier an item is queued under: an unknown or missing tier is queued as ``none``."""
+        return tier if tier in self.tier_weights else NO_TIER
+
+    def put(self, item: T, *, project: str, tier: str | None) -> None:
+        tier = self.tier_of(tier)
+        with self._lock:
+            queued = self._projects.setdefault(project, _Project())
+            queued.tiers.setdefault(tier, deque()).append(item)
+            queued.stride.activate(tier, self.tier_weights[tier])
+            queued.size += 1
+            self._stride.activate(project, 1.0)
+            self._size += 1
+
+    def take(self, n: int) -> list[T]:
+        """Up to ``n`` items, in the order they should start."""
+        taken: list[T] = []
+        with self._lock:
+            while len(taken) < n and self._size:
+                project = self._stride.next()
+                queued = self._projects[project]
+                tier = queued.stride.next()
+                items = queued.tiers[tier]
+                taken.append(items.popleft())
+                queued.size -= 1
+                self._size -= 1
+                queued.stride.served(tier, self.tier_weights[tier], bool(items))
+                if not items:
+                    del queued.tiers[tier]
+                self._stride.served(project, 1.0, queued.size > 0)
+                if not queued.size:
+                    del self._projects[project]
+        return taken
+
+    def drop(self, unwanted: Callable[[T], bool]) -> list[T]:
+        """Remove (and return) the items ``unwanted`` says, wherever they wait."""
+        dropped: list[T] = []
+        with self._lock:
+            for project, queued in list(self._projects.items()):
+                for tier, items in list(queued.tiers.items()):
+                    kept = deque(item for item in items if not unwanted(item))
+                    dropped.extend(item for item in items if unwanted(item))
+                    queued.size -= len(items) - len(kept)
+                    self._size -= len(items) - len(kept)
+                    if kept:
+                        queued.tiers[tier] = kept
+                    else:
+                        del queued.tiers[tier]
+                        del queued.stride.passes[tier]
+                if not queued.size:
+                    del self._projects[project]
+                    del self._stride.passes[project]
+        return dropped
+
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """How many items wait, per project and tier."""
+        with self._lock:
+            return {
+                (project, tier): len(items)
+                for project, queued in self._projects.items()
+                for tier, items in queued.tiers.items()
+            }
+
+
+def tier_weights(spec: list[str]) -> dict[str, float]:
+    """``["enterprise=8", "standard=4", ...]`` (GENERATION_TIER_WEIGHTS) as a mapping."""
+    weights = {}
+    for entry in spec:
+        name, _, weight = entry.partition("=")
+        weights[name.strip()] = float(weight)
+        if weights[name.strip()] <= 0:
+            raise ValueError(f"GENERATION_TIER_WEIGHTS: {entry!r} must weigh more than 0")
+    return weights
