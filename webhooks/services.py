@@ -430,28 +430,36 @@ def _operational(event_type: str, now: datetime) -> tuple[str, list]:
 
 def _delivery_updates(judged, now: datetime) -> tuple[str, list]:
     """Each delivery's new state, fenced by its attempt number (a lease taken over meanwhile is left alone),
-    and ``message.attempt.exhausted`` for each lifecycle's delivery whose schedule ran out."""
-    operational, operational_params = _operational(ATTEMPT_EXHAUSTED, now)
+    and ``message.attempt.exhausted`` for each lifecycle's delivery whose schedule ran out (the statement
+    inserts only in a batch that has one)."""
     sql = (
-        f"WITH updated AS (UPDATE {_DELIVERIES} d SET status = v.status, lease_expires_at = NULL, "  # noqa: S608
+        f"UPDATE {_DELIVERIES} d SET status = v.status, lease_expires_at = NULL, "  # noqa: S608
         "last_error = v.error, schedule_position = coalesce(v.position, d.schedule_position), "
         "next_attempt_at = coalesce(v.next_at, d.next_attempt_at), "
         "delivered_at = coalesce(v.delivered_at, d.delivered_at) "
         f"FROM (VALUES {_values(_DELIVERY_ROW, len(judged))}) "
         "AS v(id, attempt, status, position, next_at, error, delivered_at) "
-        "WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt "
-        "RETURNING d.id, d.status, d.endpoint_id, d.lifecycle_id, d.webhook_id, d.event_type, d.attempt_count, "
-        "d.last_error), "
+        "WHERE d.id = v.id AND d.status = 'sending' AND d.attempt_count = v.attempt"
+    )
+    params = []
+    for m, _, columns in judged:
+        params += [m.claimed.id, m.claimed.attempt, str(columns["status"]), columns.get("position"),
+                   columns.get("next_at"), columns["error"][:1000], columns.get("delivered_at")]  # fmt: skip
+    exhausted = any(
+        columns["status"] == DeliveryStatus.EXHAUSTED and m.claimed.lifecycle_id is not None for m, _, columns in judged
+    )
+    if not exhausted:
+        return sql, params
+    operational, operational_params = _operational(ATTEMPT_EXHAUSTED, now)
+    sql = (
+        f"WITH updated AS ({sql} RETURNING d.id, d.status, d.endpoint_id, d.lifecycle_id, d.webhook_id, "  # noqa: S608
+        "d.event_type, d.attempt_count, d.last_error), "
         "source AS (SELECT e.project_id, NULL::uuid AS skip, jsonb_build_object('endpoint_id', u.endpoint_id, "
         "'url', e.url, 'delivery_id', u.id, 'webhook_id', u.webhook_id, 'event_type', u.event_type, "
         "'lifecycle_id', u.lifecycle_id, 'attempts', u.attempt_count, 'last_error', u.last_error) AS data "
         f"FROM updated u JOIN {_ENDPOINTS} e ON e.id = u.endpoint_id "
         "WHERE u.status = 'exhausted' AND u.lifecycle_id IS NOT NULL)" + operational
     )
-    params = []
-    for m, _, columns in judged:
-        params += [m.claimed.id, m.claimed.attempt, str(columns["status"]), columns.get("position"),
-                   columns.get("next_at"), columns["error"][:1000], columns.get("delivered_at")]  # fmt: skip
     return sql, params + operational_params
 
 
