@@ -43,6 +43,13 @@ CLAIM_MOST = 200
 DB_THREADS = 4
 
 
+class _Stopping(Exception):
+    """Asked to stop while waiting for PostgreSQL."""
+
+
+STOP_CHECK_S = 0.5
+
+
 class DeliveryWorker:
     def __init__(self, *, concurrency: int, stop: GracefulExit) -> None:
         self.concurrency = concurrency
@@ -68,18 +75,8 @@ class DeliveryWorker:
         self.recorder.start()
         background = [asyncio.create_task(self._listen()), asyncio.create_task(self._release_expired())]
         try:
-            while not self.stop.requested:
-                self.wake.clear()
-                room = self.concurrency - len(self.tasks)
-                self.held_back = room <= 0
-                claimed = []
-                if room > 0:
-                    claimed = await db.patiently(services.deliveries_claim, limit=min(room, CLAIM_MOST))
-                    for delivery in claimed:
-                        self._start(delivery)
-                if claimed and len(claimed) == min(room, CLAIM_MOST):
-                    continue  # there may be more due at once
-                await self._sleep(await self._until_due() if room > 0 else POLL_S)
+            with contextlib.suppress(_Stopping):
+                await self._claim_until_stopped()
             if self.tasks:
                 log.info("delivery: stopping, finishing %d attempts in flight", len(self.tasks))
                 await asyncio.wait(self.tasks, timeout=settings.WEBHOOK_TIMEOUT_S + 5)
@@ -90,10 +87,35 @@ class DeliveryWorker:
             await self.sender.aclose()
         return self.made
 
+    async def _claim_until_stopped(self) -> None:
+        while not self.stop.requested:
+            self.wake.clear()
+            room = self.concurrency - len(self.tasks)
+            self.held_back = room <= 0
+            claimed = []
+            if room > 0:
+                claimed = await self._patiently(services.deliveries_claim, limit=min(room, CLAIM_MOST))
+                for delivery in claimed:
+                    self._start(delivery)
+            if claimed and len(claimed) == min(room, CLAIM_MOST):
+                continue  # there may be more due at once
+            await self._sleep(await self._until_due() if room > 0 else POLL_S)
+
+    async def _patiently(self, fn, /, **kwargs):
+        """``db.patiently``, given up when the process is asked to stop: PostgreSQL may be away for longer
+        than the stop may wait, and what is not claimed stays due for whoever runs next."""
+        call = asyncio.ensure_future(db.patiently(fn, **kwargs))
+        while not call.done():
+            await asyncio.wait({call}, timeout=STOP_CHECK_S)
+            if not call.done() and self.stop.requested:
+                call.cancel()
+                raise _Stopping
+        return call.result()
+
     async def _until_due(self) -> float:
         """How long to sleep: until the earliest pending delivery is due, at most ``POLL_S``. One that is due
         already is held back by its endpoint's cap: an attempt that ends wakes us sooner."""
-        due = await db.patiently(services.deliveries_next_due)
+        due = await self._patiently(services.deliveries_next_due)
         if due is None:
             return POLL_S
         wait = (due - timezone.now()).total_seconds()

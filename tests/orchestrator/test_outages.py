@@ -4,9 +4,12 @@ whole pipeline take part)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 
 import httpx
+import psutil
 import pytest
 from django.db import connection
 
@@ -78,3 +81,45 @@ def test_a_delivery_attempt_running_through_a_postgresql_restart_is_recorded_onc
     assert stack.alive("delivery"), stack.log("delivery")[-3000:]
     after = wait_status(api, submit(api, "and after")["id"], timeout=30)
     assert after["status"] == "completed", after
+
+
+# What each process logs once it is waiting the outage out where it would wait longest: the relay and the
+# delivery process in their main loops (the delivery process's claims wait in db.patiently), the consumers in
+# their LISTEN for the outbox (they touch PostgreSQL for nothing else while idle).
+WAITING = {
+    "relay": '"msg": "relay: PostgreSQL unavailable',
+    "generator": '"msg": "generator: PostgreSQL (LISTEN) unavailable',
+    "bridge": '"msg": "bridge: PostgreSQL (LISTEN) unavailable',
+    "delivery": '"msg": "PostgreSQL unavailable',
+}
+
+
+@pytest.mark.parametrize("name", list(WAITING))
+def test_a_process_asked_to_stop_while_postgresql_is_away_stops(stack, name):
+    """SIGTERM is obeyed whatever a dependency is doing: a process waiting out an outage does not make its
+    supervisor (Kubernetes, systemd, make dev) wait for the outage to end, or kill it."""
+    postgres = embedded_stack().server("postgres")
+    logged = stack.log(name).count(WAITING[name])
+    process = psutil.Process(stack.procs[name].pid).children(recursive=True)  # under the Procfile's shell
+    still_running: list[psutil.Process] = []
+    postgres.stop()
+    try:
+        # One still backing off from an earlier outage (another test's restart) does not say it again, and
+        # is waiting already.
+        with contextlib.suppress(AssertionError):
+            poll_until(
+                lambda: stack.log(name).count(WAITING[name]),
+                lambda count: count > logged,
+                timeout=10,
+                what=f"{name} waiting the outage out",
+            )
+        stack.signal(name, signal.SIGTERM)  # the shell goes at once; the process must follow
+        _, still_running = psutil.wait_procs(process, timeout=15)
+    finally:
+        for leftover in still_running:
+            leftover.kill()
+        stack.procs[name].wait(timeout=10)
+        postgres.start()
+        connection.close()
+        stack.start(name)
+    assert still_running == [], f"{name} did not stop within 15 s of SIGTERM"
