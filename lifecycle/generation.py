@@ -17,7 +17,7 @@ import jsonschema
 import orjson
 from django.conf import settings
 
-from lifecycle import services
+from lifecycle import limits, services
 from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
@@ -88,6 +88,7 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
             response_format=lifecycle.response_format,
         )
         for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
+            await limits.pauses().wait(model)  # another generation's 429 may have paused it for everyone
             started = time.perf_counter()
             try:
                 with telemetry.span("provider.attempt", model=model, attempt=attempt + 1):
@@ -97,6 +98,8 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
                 await _record(lifecycle, _attempt(model, attempt, latency_ms, error=exc))
                 last_error = f"{model}: {exc}"
                 all_refused = all_refused and not exc.retryable and exc.http_status is not None
+                if exc.http_status == 429:
+                    await limits.pauses().pause(model, exc.retry_after)
                 if not exc.retryable or attempt == settings.PROVIDER_MAX_RETRIES:
                     break
                 await asyncio.sleep(backoff_s(attempt, exc.retry_after))

@@ -43,6 +43,12 @@ GENERATION_WAIT_SECONDS = Histogram(
     ["tier"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+PROVIDER_PAUSED_SECONDS = Histogram(
+    "provider_paused_seconds",
+    "How long a generation waited for its model's pause (a provider's 429) to end, per model.",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 PROVIDER_ATTEMPTS = Counter("provider_attempts", "Provider calls, by provider and outcome.", ["provider", "outcome"])
 WEBHOOK_ATTEMPTS = Counter("webhook_attempts", "Webhook attempts, by HTTP status class or failure.", ["status_class"])
 WEBSOCKETS = Gauge("websocket_connections", "Open lifecycle WebSockets.", multiprocess_mode="livesum")
