@@ -117,7 +117,8 @@ class Generator:
         self.concurrency = concurrency
         self.stop = stop
         self.tracker = OffsetTracker()
-        self.waiting: scheduling.FairQueue[Message] = scheduling.FairQueue(
+        # Each consumed request with its headers, decoded once.
+        self.waiting: scheduling.FairQueue[tuple[Message, dict[str, str]]] = scheduling.FairQueue(
             scheduling.tier_weights(settings.GENERATION_TIER_WEIGHTS)
         )
         self.lookahead = max(1, settings.GENERATOR_LOOKAHEAD)
@@ -146,8 +147,8 @@ class Generator:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
-        dropped = self.waiting.drop(lambda m: (m.topic(), m.partition()) in revoked)  # their next owner runs them
-        for message in dropped:
+        dropped = self.waiting.drop(lambda item: (item[0].topic(), item[0].partition()) in revoked)
+        for message, _ in dropped:  # their next owner runs them
             self.tracker.finished(message.topic(), message.partition(), message.offset())
         self._commit_sync()
         self.tracker.forget(partitions)
@@ -213,7 +214,9 @@ class Generator:
         uncommitted from now until its generation ends."""
         self.tracker.started(message.topic(), message.partition(), message.offset())
         headers = kafka.decode_headers(message.headers())
-        self.waiting.put(message, project=headers.get("project-id", ""), tier=headers.get("subscriber-tier") or None)
+        self.waiting.put(
+            (message, headers), project=headers.get("project-id", ""), tier=headers.get("subscriber-tier") or None
+        )
 
     def _dispatch(self) -> None:
         """Start as many waiting requests as there are free slots, in the fair queue's order: claimed in one
@@ -235,10 +238,10 @@ class Generator:
             metrics.GENERATIONS_WAITING.labels(*key).set(count)
         self._gauged = set(waiting)
 
-    async def _claim_and_start(self, messages: list[Message]) -> None:
-        claims = await self._claim(messages)
-        for message in messages:
-            self._start(message, next(self.clients), claims)
+    async def _claim_and_start(self, batch: list[tuple[Message, dict[str, str]]]) -> None:
+        claims = await self._claim([message for message, _ in batch])
+        for message, headers in batch:
+            self._start(message, headers, next(self.clients), claims)
 
     async def _claim(self, messages: list[Message]) -> dict[str, Lifecycle] | None:
         """The batch's claims by lifecycle id; ``None`` if the batch could not be claimed at once (each
@@ -260,9 +263,11 @@ class Generator:
             metrics.GENERATION_WAIT_SECONDS.labels(tier=tier).observe(max(0.0, now - lifecycle.created_at.timestamp()))
         return claims
 
-    def _start(self, message: Message, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
+    def _start(
+        self, message: Message, headers: dict[str, str], client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None
+    ) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        task = asyncio.create_task(self._handle(message, client, claims))
+        task = asyncio.create_task(self._handle(message, headers, client, claims))
         self.tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
@@ -305,8 +310,9 @@ class Generator:
                 log.warning("generator: another worker reclaimed %s; abandoning its generation here", lifecycle_id)
                 self._abandon(lifecycle_id, "lease lost to another worker")
 
-    async def _handle(self, message: Message, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
-        headers = kafka.decode_headers(message.headers())
+    async def _handle(
+        self, message: Message, headers: dict[str, str], client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None
+    ) -> None:
         logs.bind(
             lifecycle_id=(message.key() or b"").decode(errors="replace"),
             project_id=headers.get("project-id"),
@@ -353,6 +359,6 @@ class Generator:
                 source_topic=message.topic(),
                 key=(message.key() or b"").decode(errors="replace"),
                 value=message.value() or b"",
-                headers=kafka.decode_headers(message.headers()),
+                headers=headers,
                 reason=str(exc) or exc.__class__.__name__,
             )
