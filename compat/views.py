@@ -76,13 +76,11 @@ def _authenticated(request: HttpRequest) -> ApiKey | identity.Subscriber | chat.
     credential = credential.strip() if scheme == "Bearer" else ""
     if identity.looks_like_jwt(credential):
         try:
-            key = identity.authenticate(credential)
+            key = identity.authenticate_request(request, credential)
         except identity.InvalidToken as exc:
             return chat.ChatError(401, str(exc), code="invalid_token")
-        origin = request.headers.get("Origin")
-        if origin and origin not in key.issuer.allowed_origins:
-            return chat.ChatError(403, "This origin is not allowed for this token's issuer.", code="origin_not_allowed")
-        request.subscriber = key  # for the CORS middleware's answer
+        except identity.OriginRefused as exc:
+            return chat.ChatError(403, str(exc), code="origin_not_allowed")
     else:
         key = services.api_key_authenticate(raw_key=credential) if credential else None
     if key is None:

@@ -35,16 +35,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 def subscriber(request, token: str) -> identity.Subscriber:
-    """The caller a JWT authenticates, from a browser origin its issuer allows (if the request has one)."""
     try:
-        caller = identity.authenticate(token)
+        return identity.authenticate_request(getattr(request, "_request", request), token)
     except identity.InvalidToken as exc:
         raise exceptions.AuthenticationFailed(str(exc)) from exc
-    origin = request.headers.get("Origin")
-    if origin and origin not in caller.issuer.allowed_origins:
-        raise exceptions.PermissionDenied(f"The origin {origin[:200]} is not allowed for this token's issuer.")
-    getattr(request, "_request", request).subscriber = caller  # for the CORS middleware's answer
-    return caller
+    except identity.OriginRefused as exc:
+        raise exceptions.PermissionDenied(str(exc)) from exc
 
 
 class IsProjectMember(permissions.BasePermission):

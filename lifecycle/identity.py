@@ -55,6 +55,21 @@ class Subscriber:
         return {"user_id": self.user_id} | ({"tier": self.tier} if self.tier else {})
 
 
+class OriginRefused(Exception):
+    """The token is good, but its issuer does not list the browser origin the request came from."""
+
+
+def authenticate_request(request, token: str) -> Subscriber:
+    """The caller a JWT authenticates, from a browser origin its issuer allows (if the request has one),
+    noted on the (Django) request for the CORS middleware's answer (lifecycle.cors)."""
+    caller = authenticate(token)
+    origin = request.headers.get("Origin")
+    if origin and origin not in caller.issuer.allowed_origins:
+        raise OriginRefused(f"The origin {origin[:200]} is not allowed for this token's issuer.")
+    request.subscriber = caller
+    return caller
+
+
 def looks_like_jwt(credential: str) -> bool:
     return credential.count(".") == 2 and credential.startswith("eyJ")
 
