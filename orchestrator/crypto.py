@@ -14,7 +14,7 @@ import functools
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 
 PREFIX = "fernet:"  # marks a stored value as encrypted, so nothing in clear is ever mistaken for it
 
@@ -65,25 +65,41 @@ class EncryptedCharField(models.CharField):
         return encrypt(value) if isinstance(value, str) else value
 
 
+def rewrite(connection, table: str, columns: list[str], convert, *, pk: str = "id", batch: int = 500) -> int:
+    """Rewrite the stored values of ``columns`` with ``convert`` (encrypt, decrypt, rotate), a locked batch
+    of rows per transaction, as they are stored (not through the field); returns how many rows."""
+    quote = connection.ops.quote_name
+    selected = ", ".join(map(quote, columns))
+    assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
+    rewritten, after = 0, None
+    while True:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            where = f"WHERE {quote(pk)} > %s " if after is not None else ""
+            cursor.execute(
+                f"SELECT {quote(pk)}, {selected} FROM {quote(table)} {where}"  # noqa: S608
+                f"ORDER BY {quote(pk)} LIMIT %s FOR UPDATE",
+                [after, batch] if after is not None else [batch],
+            )
+            rows = cursor.fetchall()
+            for key, *values in rows:
+                cursor.execute(
+                    f"UPDATE {quote(table)} SET {assignments} WHERE {quote(pk)} = %s",  # noqa: S608
+                    [*(convert(v) if v else v for v in values), key],
+                )
+        rewritten += len(rows)
+        if len(rows) < batch:
+            return rewritten
+        after = rows[-1][0]
+
+
 def migration(table: str, *columns: str):
     """A ``RunPython`` pair for a migration that starts encrypting ``columns``: forwards encrypts what is
     stored in clear, backwards decrypts it again."""
 
-    def rewrite(schema_editor, convert) -> None:
-        quote = schema_editor.connection.ops.quote_name
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, {', '.join(map(quote, columns))} FROM {quote(table)}")  # noqa: S608
-            for key, *values in cursor.fetchall():
-                assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
-                cursor.execute(
-                    f"UPDATE {quote(table)} SET {assignments} WHERE id = %s",  # noqa: S608
-                    [*(convert(v) if v else v for v in values), key],
-                )
-
     def forwards(apps, schema_editor) -> None:
-        rewrite(schema_editor, encrypt)
+        rewrite(schema_editor.connection, table, list(columns), encrypt)
 
     def backwards(apps, schema_editor) -> None:
-        rewrite(schema_editor, lambda v: decrypt(v) if v.startswith(PREFIX) else v)
+        rewrite(schema_editor.connection, table, list(columns), lambda v: decrypt(v) if v.startswith(PREFIX) else v)
 
     return forwards, backwards
