@@ -42,7 +42,8 @@ class CorsMiddleware(_Middleware):
         if _is_preflight(request):
             return _preflight(origin, allowed_anywhere(origin))
         response = self.get_response(request)
-        return _with_cors(request, response, origin, lambda: allowed_anywhere(origin))
+        allowed = _readable(request, response, origin)
+        return _with_cors(response, origin, allowed_anywhere(origin) if allowed is None else allowed)
 
     async def _acall(self, request):
         origin = request.headers.get("Origin")
@@ -52,13 +53,21 @@ class CorsMiddleware(_Middleware):
         if _is_preflight(request):
             return _preflight(origin, await check(origin))
         response = await self.get_response(request)
-        caller = getattr(request, "subscriber", None)
-        anywhere = caller is None and response.status_code >= 400 and await check(origin)
-        return _with_cors(request, response, origin, lambda: anywhere)
+        allowed = _readable(request, response, origin)
+        return _with_cors(response, origin, await check(origin) if allowed is None else allowed)
 
 
 def _is_preflight(request) -> bool:
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _readable(request, response, origin: str) -> bool | None:
+    """Whether ``origin`` may read this answer: as its JWT caller's issuer says; for an error answered before
+    anyone was authenticated, ``None``: as any issuer says (a query); anything else, no."""
+    caller = getattr(request, "subscriber", None)
+    if caller is not None:
+        return origin in caller.issuer.allowed_origins
+    return None if response.status_code >= 400 else False
 
 
 def _preflight(origin: str, allowed: bool) -> HttpResponse:
@@ -72,13 +81,8 @@ def _preflight(origin: str, allowed: bool) -> HttpResponse:
     return response
 
 
-def _with_cors(request, response, origin: str, allowed_anywhere_) -> HttpResponse:
+def _with_cors(response, origin: str, allowed: bool) -> HttpResponse:
     response["Vary"] = "Origin"
-    caller = getattr(request, "subscriber", None)
-    if caller is not None:
-        allowed = origin in caller.issuer.allowed_origins
-    else:
-        allowed = response.status_code >= 400 and allowed_anywhere_()
     if allowed:
         response["Access-Control-Allow-Origin"] = origin
         response["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
