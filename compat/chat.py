@@ -37,7 +37,7 @@ MAX_METADATA_PAIRS = 16
 _NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INTEGERS = ("max_tokens", "max_completion_tokens", "seed")
 # Accepted and without effect here: they only shape what OpenAI itself stores or bills.
-_IGNORED = frozenset({"store", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options", "n"})
+_IGNORED = frozenset({"store", "service_tier", "prompt_cache_key", "safety_identifier"})
 # Fields of the API this service does not honour: refused, since dropping them would change the answer.
 _UNSUPPORTED = frozenset(
     {
@@ -60,6 +60,8 @@ _KNOWN = frozenset(
         "model",
         "messages",
         "stream",
+        "stream_options",
+        "n",
         "response_format",
         "user",
         "metadata",
