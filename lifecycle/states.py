@@ -62,3 +62,14 @@ class ErrorCode(models.TextChoices):
 
 def can_transition(current: str, target: str) -> bool:
     return Status(target) in ALLOWED[Status(current)]
+
+
+def friendly_error(error: dict | None) -> dict:
+    """What an end user may see of an error (a browser's stream, a user's own view of a lifecycle): code,
+    message and step, never internal details."""
+    error = error or {}
+    return {
+        "code": error.get("code", "failed"),
+        "message": error.get("message", "Something went wrong."),
+        "step": error.get("step"),
+    }

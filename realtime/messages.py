@@ -12,8 +12,7 @@ from django.db import connection
 
 from lifecycle import selectors, store
 from lifecycle.models import ApiKey, Lifecycle, TimelineEvent
-from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, Status
-from realtime.payloads import friendly_error
+from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, Status, friendly_error
 
 # The events after which a lifecycle says nothing more: those of the state machine's terminal statuses.
 FINAL_EVENTS = frozenset(EVENT_FOR_STATUS[status] for status in TERMINAL)

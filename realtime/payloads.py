@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.states import friendly_error
+
 _STATUS_CHANGE = ("from",)
 BROWSER_FIELDS: dict[str, tuple[str, ...]] = {
     "lifecycle.created": ("model",),
@@ -22,16 +24,6 @@ BROWSER_FIELDS: dict[str, tuple[str, ...]] = {
     "callback.received": ("outcome",),
 }
 _WITH_ERROR = {"lifecycle.failed", "lifecycle.cancelled"}
-
-
-def friendly_error(error: dict | None) -> dict:
-    """What a user's browser may see of an error: code, message and step, never internal details."""
-    error = error or {}
-    return {
-        "code": error.get("code", "failed"),
-        "message": error.get("message", "Something went wrong."),
-        "step": error.get("step"),
-    }
 
 
 def browser_data(event: str, data: dict[str, Any] | None) -> dict[str, Any]:

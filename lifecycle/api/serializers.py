@@ -13,6 +13,7 @@ from lifecycle import following
 from lifecycle.models import JwtIssuer, Lifecycle, TimelineEvent
 from lifecycle.providers import PROVIDERS
 from lifecycle.services import LifecycleRequest
+from lifecycle.states import friendly_error
 from orchestrator.fields import StrictCharField, StrictUUIDField
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -205,9 +206,7 @@ class SubscriberLifecycleSerializer(LifecycleSerializer):
         ]
 
     def get_error(self, lifecycle: Lifecycle) -> dict | None:
-        if not lifecycle.error:
-            return None
-        return {key: lifecycle.error.get(key) for key in ("code", "message", "step")}
+        return friendly_error(lifecycle.error) if lifecycle.error else None
 
 
 def lifecycle_links(lifecycle: Lifecycle) -> dict[str, str]:
