@@ -533,7 +533,15 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
                 message="The webhook endpoint was deleted before the result was delivered.",
                 details={"delivery_id": str(delivery_id), "reason": "endpoint_deleted"},
             )
+        deliveries_lock(Delivery.objects.filter(endpoint=endpoint))
         endpoint.delete()
+
+
+def deliveries_lock(deliveries) -> None:
+    """Hold these deliveries until the transaction ends, before deleting them: the delete gathers their
+    attempts first, and an attempt recorded in between would otherwise be left referring to a delivery
+    deleted (the commit fails). Lifecycles are locked before deliveries, as recording an attempt does."""
+    list(deliveries.select_for_update().values_list("id", flat=True))
 
 
 def delivery_resend(*, delivery: Delivery) -> Delivery:

@@ -4,11 +4,12 @@ fails it in the same transaction, and a sweep ends whatever slipped through, say
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from tests.lifecycle.helpers import create, timeline, wait_status
 from tests.webhooks.helpers import endpoint
 from webhooks.models import Delivery
-from webhooks.services import STRANDED_AFTER_S
+from webhooks.services import STRANDED_AFTER_S, deliveries_lock
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +34,10 @@ def test_the_sweep_ends_a_lifecycle_whose_delivery_is_gone(api, customer_backend
     lifecycle = create(api, {"model": "echo/x", "prompt": "lost on the way"})
     wait_status(api, lifecycle["id"], {"delivering"})
 
-    Delivery.objects.filter(lifecycle_id=lifecycle["id"]).delete()  # as an older version's crash could leave it
+    with transaction.atomic():  # as an older version's crash could leave it
+        deliveries = Delivery.objects.filter(lifecycle_id=lifecycle["id"])
+        deliveries_lock(deliveries)
+        deliveries.delete()
     final = wait_status(api, lifecycle["id"], timeout=STRANDED_AFTER_S + 15)
 
     assert final["status"] == "failed"
