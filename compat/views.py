@@ -154,6 +154,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     except services.IdempotencyConflict:
         await output.forget()
         return _error(chat.ChatError(409, "This Idempotency-Key was already used with a different request body."))
+    except services.BudgetExceeded as exc:
+        await output.forget()
+        # Not retried by the SDKs: no retry helps before the day is over.
+        return _error(
+            chat.ChatError(
+                429, str(exc), "insufficient_quota", "budget_exceeded", retry=False, retry_after=exc.retry_after_s
+            )
+        )
     except Exception as exc:
         await output.forget()
         if not transient(exc):

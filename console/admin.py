@@ -48,7 +48,15 @@ def status_badge(status: str):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "lifecycle_count", "rate_limit_per_s", "created_at"]
+    list_display = [
+        "name",
+        "id",
+        "lifecycle_count",
+        "rate_limit_per_s",
+        "max_generations_in_flight",
+        "daily_budget_usd",
+        "created_at",
+    ]
     search_fields = ["name", "id"]
     readonly_fields = ["id", "created_at"]
 

@@ -17,7 +17,7 @@ import jsonschema
 import orjson
 from django.conf import settings
 
-from lifecycle import limits, services
+from lifecycle import limits, pricing, services
 from lifecycle.models import Lifecycle
 from lifecycle.providers import PROVIDERS, GenerationRequest, ProviderError, split_model
 from lifecycle.states import ErrorCode
@@ -60,22 +60,29 @@ def parse_output(text: str, response_format: dict[str, Any] | None) -> Any:
     return value
 
 
-async def generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, succeed=None) -> None:
+async def generate(
+    lifecycle: Lifecycle, *, client: httpx.AsyncClient, succeed=None, admitted: tuple[str, int] | None = None
+) -> None:
     """Try the model and then each fallback; store the first valid output, or fail the lifecycle. The
     outcome is recorded only while this claim (``lifecycle.attempts``, its fencing token) holds the lease.
     ``succeed`` stores the output (``services.generation_succeed``'s arguments); by default it calls that
-    service, and the generator passes its group commit."""
+    service, and the generator passes its group commit. ``admitted``: the model and tokens the generator's
+    admission already charged its first call with (limits.Gate); every other call is admitted here."""
     stream = DeltaStream(str(lifecycle.id)) if lifecycle.params.get("stream") else None
     succeed = succeed or functools.partial(db.patiently, services.generation_succeed)
     try:
-        await _generate(lifecycle, client=client, stream=stream, succeed=succeed)
+        await _generate(lifecycle, client=client, stream=stream, succeed=succeed, admitted=admitted)
     finally:
         if stream is not None:
             await stream.close()
 
 
-async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: DeltaStream | None, succeed) -> None:
+async def _generate(
+    lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: DeltaStream | None, succeed, admitted
+) -> None:
     on_delta = stream.add if stream else None
+    gate = limits.gate()
+    estimated = limits.estimate_tokens(lifecycle.messages, lifecycle.params)
     last_error = "no model was tried"
     # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
     all_refused = True
@@ -88,7 +95,10 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
             response_format=lifecycle.response_format,
         )
         for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
-            await limits.pauses().wait(model)  # another generation's 429 may have paused it for everyone
+            if admitted and admitted[0] == model:
+                estimated, admitted = admitted[1] or estimated, None
+            else:  # paused by another generation's 429, or at its configured limit
+                await gate.wait(model, estimated)
             started = time.perf_counter()
             try:
                 with telemetry.span("provider.attempt", model=model, attempt=attempt + 1):
@@ -99,12 +109,14 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
                 last_error = f"{model}: {exc}"
                 all_refused = all_refused and not exc.retryable and exc.http_status is not None
                 if exc.http_status == 429:
-                    await limits.pauses().pause(model, exc.retry_after)
+                    await gate.pause(model, exc.retry_after)
                 if not exc.retryable or attempt == settings.PROVIDER_MAX_RETRIES:
                     break
                 await asyncio.sleep(backoff_s(attempt, exc.retry_after))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
+            used = sum(generation.usage.get(kind, 0) for kind in ("input_tokens", "output_tokens"))
+            await gate.settle(model, estimated=estimated, used=used or estimated)
             if stream is not None:
                 await stream.close()  # the last delta goes out before the result can reach any socket
             step = _attempt(model, attempt, latency_ms, usage=generation.usage, http_status=generation.http_status)
@@ -119,12 +131,14 @@ async def _generate(lifecycle: Lifecycle, *, client: httpx.AsyncClient, stream: 
                     code=ErrorCode.OUTPUT_INVALID,
                     message=str(exc),
                     details=exc.details,
+                    usage=pricing.priced(model, generation.usage),
+                    model_used=model,
                 )
                 return
             await succeed(
                 lifecycle_id=lifecycle.id,
                 output=output,
-                usage=generation.usage,
+                usage=pricing.priced(model, generation.usage),
                 model_used=model,
                 attempt=step,
                 lease=lifecycle.attempts,

@@ -36,13 +36,14 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import settings
 
-from lifecycle import generation, kafka, outbox, scheduling, services
+from lifecycle import generation, kafka, limits, outbox, scheduling, services
 from lifecycle.models import Lifecycle
 from orchestrator import db, logs, metrics, telemetry
 from orchestrator.outages import Outage, transient
@@ -104,12 +105,34 @@ class OffsetTracker:
                     table.pop((p.topic, p.partition), None)
 
 
-def parse_request(message: Message) -> uuid.UUID:
+@dataclass
+class Request:
+    """A consumed generation request, decoded once, waiting for its turn. ``lifecycle_id`` is ``None`` for
+    one that cannot be decoded (its task dead-letters it)."""
+
+    message: Message
+    headers: dict[str, str]
+    lifecycle_id: uuid.UUID | None
+    model: str = ""
+    tokens: int = 0
+    poison: str = ""
+
+    @property
+    def project(self) -> str:
+        return self.headers.get("project-id", "")
+
+
+def parse_request(message: Message) -> Request:
+    headers = kafka.decode_headers(message.headers())
     try:
         body = orjson.loads(message.value() or b"")
-        return uuid.UUID(str(body["lifecycle_id"]))
+        lifecycle_id = uuid.UUID(str(body["lifecycle_id"]))
+        # Requests published before the model was part of them decide nothing by it.
+        return Request(message, headers, lifecycle_id, str(body.get("model") or ""), int(body.get("tokens") or 0))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise PoisonMessage(f"undecodable generation request: {exc.__class__.__name__}: {exc}") from exc
+        return Request(
+            message, headers, None, poison=f"undecodable generation request: {exc.__class__.__name__}: {exc}"
+        )
 
 
 class Generator:
@@ -117,10 +140,14 @@ class Generator:
         self.concurrency = concurrency
         self.stop = stop
         self.tracker = OffsetTracker()
-        # Each consumed request with its headers, decoded once.
-        self.waiting: scheduling.FairQueue[tuple[Message, dict[str, str]]] = scheduling.FairQueue(
+        self.waiting: scheduling.FairQueue[Request] = scheduling.FairQueue(
             scheduling.tier_weights(settings.GENERATION_TIER_WEIGHTS)
         )
+        # Provider limits and project caps, asked before a claim; the caps (project id → generations in
+        # flight it may have across generators), refreshed from the database every GENERATOR_CAPS_REFRESH_S.
+        self.gate = None
+        self.caps: dict[str, int] = {}
+        self.held_wake: asyncio.TimerHandle | None = None
         self.lookahead = max(1, settings.GENERATOR_LOOKAHEAD)
         self.in_flight = 0  # generations dispatched: being claimed or running
         self.clients = None  # the HTTP clients, taken in turn, once run() has opened them
@@ -129,6 +156,7 @@ class Generator:
         # Lifecycle id → its generation (to abandon on cancel) and the claim's fencing token (to renew with).
         self.running: dict[str, tuple[asyncio.Task, int]] = {}
         self.abandoned: dict[str, str] = {}  # lifecycle id → why its generation was cancelled
+        self.running_projects: dict[str, str] = {}  # lifecycle id → its project (to renew its cap's lease)
         self.broker = Outage("generator: Kafka", log)
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
@@ -147,8 +175,9 @@ class Generator:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
-        dropped = self.waiting.drop(lambda item: (item[0].topic(), item[0].partition()) in revoked)
-        for message, _ in dropped:  # their next owner runs them
+        dropped = self.waiting.drop(lambda request: (request.message.topic(), request.message.partition()) in revoked)
+        for request in dropped:  # their next owner runs them
+            message = request.message
             self.tracker.finished(message.topic(), message.partition(), message.offset())
         self._commit_sync()
         self.tracker.forget(partitions)
@@ -171,7 +200,9 @@ class Generator:
         last_commit = loop.time()
         listener = asyncio.create_task(self._listen())
         self.results.start()
+        self.gate = limits.gate()
         renewer = asyncio.create_task(self._renew_leases())
+        caps = asyncio.create_task(self._refresh_caps())
         async with contextlib.AsyncExitStack() as clients:
             # Several small connection pools, not one big one: httpcore scans its whole pool on every request
             # and response, which with thousands of connections took 90% of the generator's CPU.
@@ -203,6 +234,7 @@ class Generator:
                 await asyncio.wait(self.tasks, timeout=30)
         listener.cancel()
         renewer.cancel()
+        caps.cancel()
         self.results.stop()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
@@ -213,22 +245,74 @@ class Generator:
         """A consumed request waits for a slot, in its project's and tier's turn. Its offset stays
         uncommitted from now until its generation ends."""
         self.tracker.started(message.topic(), message.partition(), message.offset())
-        headers = kafka.decode_headers(message.headers())
-        self.waiting.put(
-            (message, headers), project=headers.get("project-id", ""), tier=headers.get("subscriber-tier") or None
-        )
+        request = parse_request(message)
+        self._queue(request)
+
+    def _queue(self, request: Request, *, front: bool = False) -> None:
+        tier = request.headers.get("subscriber-tier") or None
+        self.waiting.put(request, project=request.project, tier=tier, model=request.model, front=front)
 
     def _dispatch(self) -> None:
-        """Start as many waiting requests as there are free slots, in the fair queue's order: claimed in one
-        transaction, then each generation as its own task. Called when requests arrive and when one ends."""
+        """Start as many waiting requests as there are free slots, in the fair queue's order, passing over
+        the models and projects on hold: admitted (provider limits, project caps), claimed in one
+        transaction, then each generation as its own task. Called when requests arrive, when one ends, and
+        when a hold ends."""
         free = self.concurrency - self.in_flight
         if free <= 0 or not len(self.waiting) or self.clients is None or self.stop.requested:
             return  # (stopping: what waits is left uncommitted, for the partitions' next owner)
-        batch = self.waiting.take(min(free, 500))
+        held_projects, held_models = self.gate.holds()
+        batch = self.waiting.take(min(free, 500), held_projects=held_projects, held_models=held_models)
+        if not batch:
+            self._wake_when_released()
+            return
         self.in_flight += len(batch)
-        task = asyncio.create_task(self._claim_and_start(batch))
+        task = asyncio.create_task(self._admit_claim_and_start(batch))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _wake_when_released(self) -> None:
+        """Dispatch again when the first hold ends (one timer at a time)."""
+        delay = self.gate.next_release()
+        if delay is None or (self.held_wake is not None and not self.held_wake.cancelled()):
+            return
+
+        def wake() -> None:
+            self.held_wake = None
+            self._dispatch()
+
+        self.held_wake = asyncio.get_running_loop().call_later(delay + 0.001, wake)
+
+    async def _admit(self, batch: list[Request]) -> list[Request]:
+        """The batch's requests that may start now; the others go back to their place in the queue, their
+        model or project held until Redis says (limits.Gate)."""
+        admitted, back = [], []
+        for request in batch:
+            project_held, model_held = self.gate.holds()
+            cap = self.caps.get(request.project)
+            if request.project in project_held or request.model in model_held:
+                back.append(request)
+                continue
+            if request.lifecycle_id is not None:
+                admission = await self.gate.admit(
+                    model=request.model, tokens=request.tokens, project=request.project, cap=cap,
+                    member=str(request.lifecycle_id),
+                )  # fmt: skip
+                if admission.outcome != limits.ADMITTED:
+                    back.append(request)
+                    continue
+            admitted.append(request)
+        for request in reversed(back):
+            self._queue(request, front=True)
+        if back:
+            self.in_flight -= len(back)
+            self._wake_when_released()
+        return admitted
+
+    async def _refresh_caps(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # kept as they were while the database is away
+                self.caps = await db.in_thread(services.project_caps)()
+            await asyncio.sleep(settings.GENERATOR_CAPS_REFRESH_S)
 
     def _gauge_waiting(self) -> None:
         waiting = self.waiting.waiting()
@@ -238,18 +322,16 @@ class Generator:
             metrics.GENERATIONS_WAITING.labels(*key).set(count)
         self._gauged = set(waiting)
 
-    async def _claim_and_start(self, batch: list[tuple[Message, dict[str, str]]]) -> None:
-        claims = await self._claim([message for message, _ in batch])
-        for message, headers in batch:
-            self._start(message, headers, next(self.clients), claims)
+    async def _admit_claim_and_start(self, batch: list[Request]) -> None:
+        batch = await self._admit(batch)
+        claims = await self._claim(batch)
+        for request in batch:
+            self._start(request, next(self.clients), claims)
 
-    async def _claim(self, messages: list[Message]) -> dict[str, Lifecycle] | None:
+    async def _claim(self, requests: list[Request]) -> dict[str, Lifecycle] | None:
         """The batch's claims by lifecycle id; ``None`` if the batch could not be claimed at once (each
         message then claims its own, and meets whatever made the batch fail on its own)."""
-        ids = []
-        for message in messages:
-            with contextlib.suppress(PoisonMessage):  # dead-lettered by its own task
-                ids.append(parse_request(message))
+        ids = [request.lifecycle_id for request in requests if request.lifecycle_id is not None]
         if not ids:
             return {}
         try:
@@ -263,11 +345,10 @@ class Generator:
             metrics.GENERATION_WAIT_SECONDS.labels(tier=tier).observe(max(0.0, now - lifecycle.created_at.timestamp()))
         return claims
 
-    def _start(
-        self, message: Message, headers: dict[str, str], client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None
-    ) -> None:
+    def _start(self, request: Request, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
+        message = request.message
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        task = asyncio.create_task(self._handle(message, headers, client, claims))
+        task = asyncio.create_task(self._handle(request, client, claims))
         self.tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
@@ -275,6 +356,11 @@ class Generator:
             self.tracker.finished(topic, partition, offset)
             self.handled += 1
             self.in_flight -= 1
+            if request.project in self.caps and request.lifecycle_id is not None:
+                self.gate.release_project(request.project)
+                release = asyncio.create_task(self.gate.release(request.project, str(request.lifecycle_id)))
+                self.tasks.add(release)
+                release.add_done_callback(self.tasks.discard)
             self._dispatch()  # its slot goes to whoever's turn it is
 
         task.add_done_callback(done)
@@ -306,20 +392,26 @@ class Generator:
             # Tried again at once on another connection, not next round: after PostgreSQL restarted, each
             # database thread finds its connection broken once, and the leases must not run out meanwhile.
             lost = await db.patiently(services.generation_leases_renew, held=held)
+            capped: dict[str, list[str]] = {}
+            for lifecycle_id, project in self.running_projects.items():
+                if project in self.caps:
+                    capped.setdefault(project, []).append(lifecycle_id)
+            await self.gate.renew(capped)
             for lifecycle_id in lost:
                 log.warning("generator: another worker reclaimed %s; abandoning its generation here", lifecycle_id)
                 self._abandon(lifecycle_id, "lease lost to another worker")
 
-    async def _handle(
-        self, message: Message, headers: dict[str, str], client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None
-    ) -> None:
+    async def _handle(self, request: Request, client: httpx.AsyncClient, claims: dict[str, Lifecycle] | None) -> None:
+        message, headers = request.message, request.headers
         logs.bind(
             lifecycle_id=(message.key() or b"").decode(errors="replace"),
             project_id=headers.get("project-id"),
             traceparent=headers.get("traceparent"),
         )
         try:
-            lifecycle_id = parse_request(message)
+            if request.lifecycle_id is None:
+                raise PoisonMessage(request.poison)
+            lifecycle_id = request.lifecycle_id
             if claims is None:
                 lifecycle = await db.patiently(services.generation_claim, lifecycle_id=lifecycle_id)
             else:
@@ -329,11 +421,15 @@ class Generator:
                 return
             key = str(lifecycle_id)
             self.running[key] = (asyncio.current_task(), lifecycle.attempts)
+            self.running_projects[key] = request.project
             log.info("generator: generating with %s", lifecycle.model)
             try:
                 with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=key):
                     await generation.generate(
-                        lifecycle, client=client, succeed=lambda **result: self.results.put(result)
+                        lifecycle,
+                        client=client,
+                        succeed=lambda **result: self.results.put(result),
+                        admitted=(request.model, request.tokens),
                     )
             except asyncio.CancelledError:
                 if self.stop.requested:
@@ -346,6 +442,7 @@ class Generator:
                 )
             finally:
                 self.running.pop(key, None)
+                self.running_projects.pop(key, None)
                 self.abandoned.pop(key, None)
         except Exception as exc:  # a message no handler can process must not stop the others
             if transient(exc):

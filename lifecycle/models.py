@@ -14,6 +14,17 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     # API requests per second; empty means the deployment's RATE_LIMIT_PER_S.
     rate_limit_per_s = models.PositiveIntegerField(null=True, blank=True)
+    # Set by the operator (admin, ``manage.py projectlimits``); empty means none.
+    max_generations_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Generations this project may have running at once, across every generator."
+    )
+    daily_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Past this spend in a day (UTC), new requests are refused with 429 budget_exceeded.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -179,3 +190,23 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.event_type} {self.key}"
+
+
+class UsageDaily(models.Model):
+    """What a project's generations used, per day (UTC) and model: kept as each result is stored, in the
+    same transaction, so ``GET /v1/usage`` and the daily budget read a few rows, not every lifecycle."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    model = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+
+    class Meta:
+        ordering = ["day", "model"]
+        constraints = [models.UniqueConstraint(fields=["project", "day", "model"], name="usage_daily_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} {self.day} {self.model}"

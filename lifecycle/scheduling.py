@@ -10,14 +10,19 @@ turn, not for its whole backlog. Tiers weigh ``GENERATION_TIER_WEIGHTS``
 work without a tier, and every tier keeps moving. One that was empty comes back at the current pass, not
 with credit for the time it was idle, so a quiet project cannot save turns up and then flood.
 
+Within a tier, items wait per model, so that a model on hold (at a provider's configured limit, or paused
+by its 429) is passed over while the others go on; a project at its in-flight cap is passed over likewise.
+Held items keep their place.
+
 Pure and thread-safe: the generator puts what it consumes from Kafka and takes what it has room to run.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -37,8 +42,9 @@ class _Stride(Generic[K]):
         if key not in self.passes:
             self.passes[key] = self.clock + 1.0 / weight  # its first turn, by its weight: heavier is sooner
 
-    def next(self) -> K:
-        return min(self.passes, key=self.passes.__getitem__)
+    def next(self, among: Iterable[K] | None = None) -> K | None:
+        """The key to serve, of ``among`` if given (the keys that may be served now); ``None`` if none."""
+        return min(self.passes if among is None else among, key=self.passes.__getitem__, default=None)
 
     def served(self, key: K, weight: float, still_active: bool) -> None:
         self.clock = self.passes[key]
@@ -50,9 +56,14 @@ class _Stride(Generic[K]):
 
 class _Project(Generic[T]):
     def __init__(self) -> None:
-        self.tiers: dict[str, deque[T]] = {}
+        # Tier → model → its items in arrival order, each with its sequence number (the oldest head goes
+        # first among a tier's models; a model on hold is passed over without holding the others up).
+        self.tiers: dict[str, dict[str, deque[tuple[int, T]]]] = {}
         self.stride: _Stride[str] = _Stride()
         self.size = 0
+
+    def tiers_ready(self, held_models: Collection[str]) -> list[str]:
+        return [tier for tier, models in self.tiers.items() if any(m not in held_models for m in models)]
 
 
 class FairQueue(Generic[T]):
@@ -62,6 +73,8 @@ class FairQueue(Generic[T]):
         self._projects: dict[str, _Project[T]] = {}
         self._stride: _Stride[str] = _Stride()
         self._size = 0
+        self._seq = itertools.count()
+        self._front = itertools.count(-1, -1)  # what is put back goes before anything that waits
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -71,34 +84,57 @@ class FairQueue(Generic[T]):
         """The tier an item is queued under: an unknown or missing tier is queued as ``none``."""
         return tier if tier in self.tier_weights else NO_TIER
 
-    def put(self, item: T, *, project: str, tier: str | None) -> None:
+    def put(self, item: T, *, project: str, tier: str | None, model: str = "", front: bool = False) -> None:
+        """Queue ``item`` behind what its project, tier and model have waiting; ``front``: before it (an
+        item taken and then held back, put back in reverse order of taking, keeps its place)."""
         tier = self.tier_of(tier)
         with self._lock:
             queued = self._projects.setdefault(project, _Project())
-            queued.tiers.setdefault(tier, deque()).append(item)
+            items = queued.tiers.setdefault(tier, {}).setdefault(model, deque())
+            if front:
+                items.appendleft((next(self._front), item))
+            else:
+                items.append((next(self._seq), item))
             queued.stride.activate(tier, self.tier_weights[tier])
             queued.size += 1
             self._stride.activate(project, 1.0)
             self._size += 1
 
-    def take(self, n: int) -> list[T]:
-        """Up to ``n`` items, in the order they should start."""
+    def take(
+        self, n: int, *, held_projects: Collection[str] = frozenset(), held_models: Collection[str] = frozenset()
+    ) -> list[T]:
+        """Up to ``n`` items, in the order they should start, passing over the projects and models on hold
+        (at their in-flight cap, or waiting for a provider's limit): they keep their place."""
         taken: list[T] = []
         with self._lock:
+            ready = None
+            if held_projects or held_models:
+                ready = {
+                    project
+                    for project, queued in self._projects.items()
+                    if project not in held_projects and queued.tiers_ready(held_models)
+                }
             while len(taken) < n and self._size:
-                project = self._stride.next()
+                project = self._stride.next(ready)
+                if project is None:
+                    break
                 queued = self._projects[project]
-                tier = queued.stride.next()
-                items = queued.tiers[tier]
-                taken.append(items.popleft())
+                tier = queued.stride.next(queued.tiers_ready(held_models) if held_models else None)
+                models = queued.tiers[tier]
+                model = min((m for m in models if m not in held_models), key=lambda m: models[m][0][0])
+                taken.append(models[model].popleft()[1])
+                if not models[model]:
+                    del models[model]
                 queued.size -= 1
                 self._size -= 1
-                queued.stride.served(tier, self.tier_weights[tier], bool(items))
-                if not items:
+                queued.stride.served(tier, self.tier_weights[tier], bool(models))
+                if not models:
                     del queued.tiers[tier]
                 self._stride.served(project, 1.0, queued.size > 0)
                 if not queued.size:
                     del self._projects[project]
+                if ready is not None and (not queued.size or not queued.tiers_ready(held_models)):
+                    ready.discard(project)
         return taken
 
     def drop(self, unwanted: Callable[[T], bool]) -> list[T]:
@@ -106,14 +142,17 @@ class FairQueue(Generic[T]):
         dropped: list[T] = []
         with self._lock:
             for project, queued in list(self._projects.items()):
-                for tier, items in list(queued.tiers.items()):
-                    kept = deque(item for item in items if not unwanted(item))
-                    dropped.extend(item for item in items if unwanted(item))
-                    queued.size -= len(items) - len(kept)
-                    self._size -= len(items) - len(kept)
-                    if kept:
-                        queued.tiers[tier] = kept
-                    else:
+                for tier, models in list(queued.tiers.items()):
+                    for model, items in list(models.items()):
+                        kept = deque(entry for entry in items if not unwanted(entry[1]))
+                        dropped.extend(entry[1] for entry in items if unwanted(entry[1]))
+                        queued.size -= len(items) - len(kept)
+                        self._size -= len(items) - len(kept)
+                        if kept:
+                            models[model] = kept
+                        else:
+                            del models[model]
+                    if not models:
                         del queued.tiers[tier]
                         del queued.stride.passes[tier]
                 if not queued.size:
@@ -125,9 +164,9 @@ class FairQueue(Generic[T]):
         """How many items wait, per project and tier."""
         with self._lock:
             return {
-                (project, tier): len(items)
+                (project, tier): sum(len(items) for items in models.values())
                 for project, queued in self._projects.items()
-                for tier, items in queued.tiers.items()
+                for tier, models in queued.tiers.items()
             }
 
 

@@ -3,11 +3,11 @@ simply not found."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db.models import QuerySet
 
-from lifecycle.models import Lifecycle, Project, TimelineEvent
+from lifecycle.models import Lifecycle, Project, TimelineEvent, UsageDaily
 
 
 def lifecycle_get(*, project: Project, lifecycle_id, user_id: str | None = None) -> Lifecycle | None:
@@ -43,3 +43,8 @@ def lifecycle_list(
 
 def timeline(*, lifecycle: Lifecycle, after_seq: int = 0) -> QuerySet[TimelineEvent]:
     return TimelineEvent.objects.filter(lifecycle=lifecycle, seq__gt=after_seq).order_by("seq")
+
+
+def usage_by_day(*, project: Project, since: date, until: date) -> list[UsageDaily]:
+    """The project's usage per day and model, from ``since`` to ``until`` (inclusive, UTC days)."""
+    return list(UsageDaily.objects.filter(project=project, day__gte=since, day__lte=until).order_by("day", "model"))

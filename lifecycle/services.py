@@ -10,26 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from lifecycle import delivery, outbox, store, tracing
-from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, OutboxMessage, Project, TimelineEvent
+from lifecycle import delivery, limits, outbox, store, tracing
+from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
 from orchestrator import metrics
 
 API_KEY_PREFIX = "lk"
 # Timeline payloads are for people reading the timeline, not an archive: anything bigger is cut.
 MAX_EVENT_PAYLOAD_BYTES = 16 * 1024
+
+
+class BudgetExceeded(Exception):
+    """The project spent its daily budget: no new request until the day (UTC) ends, ``retry_after_s``."""
+
+    def __init__(self, *, budget: Decimal, spent: Decimal, retry_after_s: int) -> None:
+        super().__init__(f"The project's daily budget of ${budget} is spent (${spent:.4f} today).")
+        self.budget, self.spent, self.retry_after_s = budget, spent, retry_after_s
 
 
 class IdempotencyConflict(Exception):
@@ -101,6 +111,12 @@ def project_create(*, name: str) -> tuple[Project, str]:
     project = Project.objects.create(name=name)
     _, raw_key = api_key_create(project=project)
     return project, raw_key
+
+
+def project_caps() -> dict[str, int]:
+    """The generations in flight each capped project may have, across every generator (limits.Gate)."""
+    capped = Project.objects.filter(max_generations_in_flight__isnull=False)
+    return {str(pid): cap for pid, cap in capped.values_list("id", "max_generations_in_flight")}
 
 
 # --- timeline and transitions --------------------------------------------------------------------
@@ -199,7 +215,13 @@ def _generation_request(lifecycle: Lifecycle) -> OutboxMessage:
         key=str(lifecycle.id),
         event_type="generation.requested",
         headers=kafka_headers(lifecycle, "generation.requested"),
-        payload={"lifecycle_id": str(lifecycle.id), "project_id": str(lifecycle.project_id)},
+        # What the generator decides its turn by before it claims: the model and the tokens it will use.
+        payload={
+            "lifecycle_id": str(lifecycle.id),
+            "project_id": str(lifecycle.project_id),
+            "model": lifecycle.model,
+            "tokens": limits.estimate_tokens(lifecycle.messages, lifecycle.params),
+        },
     )
 
 
@@ -330,6 +352,8 @@ def lifecycle_create(
         existing = _idempotent_match(project, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
+    if project.daily_budget_usd is not None:
+        budget_check(project)
     try:
         with transaction.atomic():
             lifecycle = Lifecycle(
@@ -356,6 +380,17 @@ def lifecycle_create(
             raise
         return existing, False
     return lifecycle, True
+
+
+def budget_check(project: Project) -> None:
+    """Raise :class:`BudgetExceeded` if the project's spend today (UTC, counted as results are stored)
+    reached its daily budget. Generations already accepted still run: the budget stops new requests."""
+    now = timezone.now()
+    spent = UsageDaily.objects.filter(project=project, day=now.date()).aggregate(spent=Sum("cost_usd"))["spent"]
+    if spent is not None and spent >= project.daily_budget_usd:
+        tomorrow = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
+        retry_after_s = max(1, math.ceil((tomorrow - now).total_seconds()))
+        raise BudgetExceeded(budget=project.daily_budget_usd, spent=spent, retry_after_s=retry_after_s)
 
 
 def _idempotent_match(project: Project, key: str, fingerprint: str) -> Lifecycle | None:
@@ -460,10 +495,25 @@ def generation_succeed_many(*, results: list[dict[str, Any]]) -> list[Lifecycle 
         with store.batched():
             locked = {str(lc.id): lc for lc in store.lock_many([r["lifecycle_id"] for r in results])}
             moved = [_succeed(locked.get(str(r["lifecycle_id"])), r) for r in results]
+            _add_usage([lifecycle for lifecycle in moved if lifecycle is not None])
         for lifecycle in moved:
             if lifecycle is not None and lifecycle.status == Status.DELIVERING:
                 delivery.start(lifecycle=lifecycle)
     return moved
+
+
+def _add_usage(lifecycles: list[Lifecycle]) -> None:
+    """Count what these lifecycles' generations used into the day's usage, in the same transaction."""
+    day = timezone.now().date()
+    sums: dict[tuple, list] = {}
+    for lifecycle in lifecycles:
+        usage = lifecycle.usage or {}
+        row = sums.setdefault((lifecycle.project_id, day, lifecycle.model_used or lifecycle.model), [0, 0, 0, 0])
+        row[0] += 1
+        row[1] += int(usage.get("input_tokens") or 0)
+        row[2] += int(usage.get("output_tokens") or 0)
+        row[3] += Decimal(str(usage.get("cost_usd") or 0))
+    store.usage_add([(*key, *row) for key, row in sums.items()])
 
 
 def _succeed(lifecycle: Lifecycle | None, result: dict[str, Any]) -> Lifecycle | None:
@@ -586,9 +636,12 @@ def _error(code: ErrorCode, message: str, step: str, details: Any = None) -> dic
     return error
 
 
-def _fail(lifecycle: Lifecycle, error: dict[str, Any], steps: tuple[Step, ...] = ()) -> Lifecycle | None:
-    """Fail a lifecycle this transaction holds locked, with ``error`` on it and on its timeline."""
-    fields = {"error": error, "lease_expires_at": None}
+def _fail(
+    lifecycle: Lifecycle, error: dict[str, Any], steps: tuple[Step, ...] = (), fields: tuple[str, ...] = ()
+) -> Lifecycle | None:
+    """Fail a lifecycle this transaction holds locked, with ``error`` on it and on its timeline (and its
+    ``fields`` named, already set)."""
+    fields = {"error": error, "lease_expires_at": None, **{name: getattr(lifecycle, name) for name in fields}}
     return _move(lifecycle, to=Status.FAILED, payload={"error": error}, fields=fields, steps=steps)
 
 
@@ -599,15 +652,29 @@ def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, de
 
 
 def generation_fail(
-    *, lifecycle_id, lease: int, code: ErrorCode, message: str, details: Any = None
+    *,
+    lifecycle_id,
+    lease: int,
+    code: ErrorCode,
+    message: str,
+    details: Any = None,
+    usage: dict[str, Any] | None = None,
+    model_used: str = "",
 ) -> Lifecycle | None:
     """Fail a generation, if the caller still holds its lease (``lease``: the claim's fencing token): a
-    worker that lost its lease must not fail what the live one may yet complete."""
+    worker that lost its lease must not fail what the live one may yet complete. A model that answered
+    unusably (``output_invalid``) still used tokens: ``usage`` is recorded and counted like a result's."""
     with transaction.atomic():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None or not _holds_lease(lifecycle, lease):
             return None
-        return _fail(lifecycle, _error(code, message, "generation", details))
+        if usage is None:
+            return _fail(lifecycle, _error(code, message, "generation", details))
+        lifecycle.usage, lifecycle.model_used = usage, model_used
+        with store.batched():
+            failed = _fail(lifecycle, _error(code, message, "generation", details), fields=("usage", "model_used"))
+            _add_usage([lifecycle])
+        return failed
 
 
 CANCEL_CHANNEL = "lifecycle_cancelled"

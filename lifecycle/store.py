@@ -23,7 +23,7 @@ from django.db import connection
 from django.db.models import JSONField
 from django.utils import timezone
 
-from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent
+from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
 
 
 class Rows:
@@ -190,4 +190,24 @@ def update(
     _execute(
         [*steps, f"UPDATE {_TABLE} SET {assignments} WHERE id = %s"],  # noqa: S608
         [*step_params, *(_prepared(lifecycle, n) for n in names), lifecycle.pk],
+    )
+
+
+_USAGE = UsageDaily._meta.db_table
+_USAGE_ROW = "(%s::uuid, %s::date, %s, %s::bigint, %s::bigint, %s::bigint, %s::numeric)"
+
+
+def usage_add(rows: Sequence[tuple]) -> None:
+    """Add to the daily usage: rows of ``(project_id, day, model, requests, input_tokens, output_tokens,
+    cost_usd)``, one per key (summed by the caller), in key order (two writers cannot deadlock)."""
+    if not rows:
+        return
+    _execute(
+        [
+            f"INSERT INTO {_USAGE} AS u (project_id, day, model, requests, input_tokens, output_tokens, cost_usd) "  # noqa: S608
+            f"VALUES {', '.join([_USAGE_ROW] * len(rows))} ON CONFLICT (project_id, day, model) DO UPDATE SET "
+            "requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens, "
+            "output_tokens = u.output_tokens + excluded.output_tokens, cost_usd = u.cost_usd + excluded.cost_usd"
+        ],
+        [value for row in sorted(rows, key=lambda r: (str(r[0]), r[1], r[2])) for value in row],
     )

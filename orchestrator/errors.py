@@ -34,6 +34,16 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+class BudgetExceeded(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "The project's daily budget is spent."
+    default_code = "budget_exceeded"
+
+    def __init__(self, detail: str, *, wait: int) -> None:
+        super().__init__(detail)
+        self.wait = wait  # DRF's exception handler sends it as Retry-After
+
+
 def error_body(code: str, message: str, details=None) -> dict:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -49,7 +59,11 @@ def exception_handler(exc, context) -> Response | None:
         message, details = "The request is invalid.", detail
     else:
         message, details = str(detail), None
-    code = ERROR_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+    code = (
+        exc.default_code
+        if isinstance(exc, BudgetExceeded)
+        else ERROR_CODES.get(response.status_code, getattr(exc, "default_code", "error"))
+    )
     response.data = error_body(code, message, details)
     return response
 

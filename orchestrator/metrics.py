@@ -43,6 +43,12 @@ GENERATION_WAIT_SECONDS = Histogram(
     ["tier"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+GENERATION_HOLDS = Counter(
+    "generation_holds_total",
+    "Generations held back before their claim: the model paused (a 429) or at its configured limit "
+    "(limited), or the project at its in-flight cap (capped).",
+    ["reason"],
+)
 PROVIDER_PAUSED_SECONDS = Histogram(
     "provider_paused_seconds",
     "How long a generation waited for its model's pause (a provider's 429) to end, per model.",

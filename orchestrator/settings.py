@@ -296,11 +296,22 @@ GENERATOR_CONCURRENCY = env.int("GENERATOR_CONCURRENCY", default=256)
 GENERATOR_LOOKAHEAD = env.int("GENERATOR_LOOKAHEAD", default=5000)
 # How often each subscriber tier goes first, relative to the others, within a project (lifecycle/scheduling.py).
 GENERATION_TIER_WEIGHTS = env.list("GENERATION_TIER_WEIGHTS", default=["enterprise=8", "standard=4", "free=2"])
+# How soon an operator's change to a project's cap on generations in flight reaches the generators.
+GENERATOR_CAPS_REFRESH_S = env.float("GENERATOR_CAPS_REFRESH_S", default=5.0)
 # Threads (each with its own database connection) that run a generator's database work.
 GENERATOR_DB_THREADS = env.int("GENERATOR_DB_THREADS", default=16)
 GENERATION_LEASE_S = env.int("GENERATION_LEASE_S", default=120)
 PROVIDER_TIMEOUT_S = env.float("PROVIDER_TIMEOUT_S", default=60.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
+# Requests and tokens per minute per provider/model, shared by every generator (lifecycle/limits.py):
+# "openai/gpt-4o=rpm:500,tpm:30000;anthropic/*=rpm:50" (``provider/*``: each of its models not named).
+PROVIDER_LIMITS = [entry for entry in env.str("PROVIDER_LIMITS", default="").split(";") if entry.strip()]
+# Prices per million tokens, input and output, added to lifecycle/pricing.py's defaults (JSON):
+# '{"openai/my-finetune": [0.3, 1.2]}'.
+MODEL_PRICES = env.str("MODEL_PRICES", default="")
+# A call's answer, in tokens, when the request sets no max_tokens: what a tokens-per-minute limit charges
+# before the call (settled against the usage reported after it).
+GENERATION_OUTPUT_TOKENS_ESTIMATE = env.int("GENERATION_OUTPUT_TOKENS_ESTIMATE", default=256)
 # A lifecycle still pending this long after its last outbox publication is re-published.
 RECONCILE_AFTER_S = env.int("RECONCILE_AFTER_S", default=30)
 

@@ -96,6 +96,11 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         KAFKA_IDLE_CHECK_S="10",
         # A token with a new kid may fetch its issuer's JWKS again after 1 s (tests/lifecycle/test_identity.py).
         JWT_JWKS_MIN_REFRESH_S="1",
+        # Flow control (tests/lifecycle/test_flow_control.py): a model limited to 2 calls a second, one
+        # priced at a dollar an input token and two an output token, and caps picked up within a second.
+        PROVIDER_LIMITS="echo/limited=rpm:120",
+        MODEL_PRICES='{"echo/priced": [1000000, 2000000]}',
+        GENERATOR_CAPS_REFRESH_S="1",
     )
     processes.start(*PROCFILE)
     with django_db_blocker.unblock():

@@ -34,7 +34,7 @@ def test_echo_lifecycle_completes_through_kafka_and_the_generator(api):
     assert final["output"] == "Hello, lifecycle"
     assert final["result"] == "Hello, lifecycle"
     assert final["model_used"] == "echo/demo"
-    assert final["usage"] == {"input_tokens": 2, "output_tokens": 2}
+    assert final["usage"] == {"input_tokens": 2, "output_tokens": 2, "cost_usd": 0.0}
 
     timeline = api.get(f"/v1/lifecycles/{accepted['id']}/timeline").json()
     events = [e["event"] for e in timeline["events"]]

@@ -297,3 +297,38 @@ class JwtIssuerSerializer(serializers.ModelSerializer):
         if keyed and bool(attrs.get("jwks_url")) == bool(attrs.get("secret")):
             raise serializers.ValidationError("Give exactly one of jwks_url (RS256, ES256, ...) or secret (HS256).")
         return attrs
+
+
+def _usd(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=20, decimal_places=8, coerce_to_string=False, **kwargs)
+
+
+class UsageRowSerializer(serializers.Serializer):
+    date = serializers.DateField(source="day")
+    model = serializers.CharField()
+    requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = _usd()
+
+
+class UsageTotalSerializer(serializers.Serializer):
+    requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = _usd()
+
+
+class BudgetSerializer(serializers.Serializer):
+    daily_usd = _usd(allow_null=True)
+    spent_today_usd = _usd(allow_null=True, help_text="Today's spend (UTC), when the range includes today.")
+
+
+class UsagePageSerializer(serializers.Serializer):
+    data = UsageRowSerializer(many=True)
+    total = UsageTotalSerializer()
+    budget = BudgetSerializer()
+
+    def to_representation(self, instance):
+        # ``from`` is a keyword: the range's bounds are added by hand.
+        return {"from": str(instance["from"]), "to": str(instance["to"]), **super().to_representation(instance)}

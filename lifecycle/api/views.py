@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import date, timedelta
+from decimal import Decimal
 
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -23,13 +26,14 @@ from lifecycle.api.serializers import (
     LifecycleSerializer,
     SubscriberLifecycleSerializer,
     TimelineEventSerializer,
+    UsagePageSerializer,
     lifecycle_links,
 )
 from lifecycle.auth import IsProjectMemberOrSubscriber, subscriber_of
 from lifecycle.models import JwtIssuer, Lifecycle
 from lifecycle.states import Status
 from orchestrator import metrics, telemetry
-from orchestrator.errors import Conflict
+from orchestrator.errors import BudgetExceeded, Conflict
 from orchestrator.openapi import results_of
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -128,6 +132,8 @@ class LifecycleListCreateView(generics.GenericAPIView):
                 )
         except services.IdempotencyConflict as exc:
             raise Conflict("This Idempotency-Key was already used with a different request body.") from exc
+        except services.BudgetExceeded as exc:
+            raise BudgetExceeded(str(exc), wait=exc.retry_after_s) from exc
         if created:
             metrics.ACCEPTED.inc()
         accepted = LifecycleAcceptedSerializer(_accepted(lifecycle, request)).data
@@ -263,3 +269,57 @@ class JwtIssuerDetailView(APIView):
     def delete(self, request: Request, issuer_id) -> Response:
         services.jwt_issuer_delete(jwt_issuer=_issuer_or_404(request, issuer_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+MAX_USAGE_DAYS = 366
+
+
+def _parse_day(request: Request, name: str, default: date) -> date:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise exceptions.ValidationError({name: "Must be a date, YYYY-MM-DD (UTC)."}) from exc
+
+
+class UsageView(APIView):
+    """What the project's generations used and cost, per day (UTC) and model. For the project's own
+    backend (its API key): a JWT caller sees no project's spend."""
+
+    @extend_schema(
+        operation_id="usage_list",
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First day, inclusive (default: 30 days ago)."),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="Last day, inclusive (default: today)."),
+        ],
+        responses=UsagePageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        today = timezone.now().date()
+        until = _parse_day(request, "to", today)
+        since = _parse_day(request, "from", until - timedelta(days=29))
+        if since > until:
+            raise exceptions.ValidationError({"from": "Must not be after `to`."})
+        if (until - since).days >= MAX_USAGE_DAYS:
+            raise exceptions.ValidationError({"from": f"At most {MAX_USAGE_DAYS} days at a time."})
+        project = request.auth.project
+        rows = selectors.usage_by_day(project=project, since=since, until=until)
+        spent_today = sum((row.cost_usd for row in rows if row.day == today), Decimal(0))
+        page = {
+            "from": since,
+            "to": until,
+            "data": rows,
+            "total": {
+                "requests": sum(row.requests for row in rows),
+                "input_tokens": sum(row.input_tokens for row in rows),
+                "output_tokens": sum(row.output_tokens for row in rows),
+                "cost_usd": sum((row.cost_usd for row in rows), Decimal(0)),
+            },
+            "budget": {
+                "daily_usd": project.daily_budget_usd,
+                "spent_today_usd": spent_today if since <= today <= until else None,
+            },
+        }
+        return Response(UsagePageSerializer(page).data)

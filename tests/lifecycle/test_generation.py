@@ -29,7 +29,7 @@ def test_a_429_with_retry_after_is_retried_and_then_completes(api):
 
     assert final["status"] == "completed", final
     assert final["output"] == "second time lucky"
-    assert final["usage"] == {"input_tokens": 7, "output_tokens": 3}
+    assert final["usage"] == {"input_tokens": 7, "output_tokens": 3, "cost_usd": None}  # unpriced
     tried = attempts(api, lifecycle["id"])
     assert [(a["outcome"], a["http_status"]) for a in tried] == [("error", 429), ("ok", 200)]
     assert tried[0]["retryable"] is True
@@ -172,5 +172,5 @@ def test_anthropic_models_speak_the_messages_api_with_retries(api):
 
     assert final["status"] == "completed", final
     assert final["output"] == "bonjour"
-    assert final["usage"] == {"input_tokens": 11, "output_tokens": 5}
+    assert final["usage"] == {"input_tokens": 11, "output_tokens": 5, "cost_usd": None}
     assert [a["http_status"] for a in attempts(api, lifecycle["id"])] == [529, 200]

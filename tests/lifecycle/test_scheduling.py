@@ -68,3 +68,29 @@ def test_tier_weights_are_read_from_the_setting():
     assert tier_weights(["enterprise=8", " standard = 4", "free=2"]) == {"enterprise": 8, "standard": 4, "free": 2}
     with pytest.raises(ValueError):
         tier_weights(["free=0"])
+
+
+def test_a_model_on_hold_is_passed_over_and_its_items_keep_their_place():
+    queue: FairQueue[str] = FairQueue(WEIGHTS)
+    for n in range(4):
+        queue.put(f"limited{n}", project="A", tier=None, model="m/limited")
+        queue.put(f"free{n}", project="A", tier=None, model="m/free")
+
+    assert queue.take(2) == ["limited0", "free0"]  # arrival order across models
+    assert queue.take(10, held_models={"m/limited"}) == ["free1", "free2", "free3"]
+    taken = queue.take(2)
+    assert taken == ["limited1", "limited2"]
+    for item in reversed(taken):  # held back after all: put back in reverse order of taking
+        queue.put(item, project="A", tier=None, model="m/limited", front=True)
+
+    assert queue.take(10) == ["limited1", "limited2", "limited3"]
+
+
+def test_a_project_on_hold_does_not_hold_up_another():
+    queue: FairQueue[str] = FairQueue(WEIGHTS)
+    for n in range(3):
+        queue.put(f"a{n}", project="A", tier=None)
+        queue.put(f"b{n}", project="B", tier=None)
+
+    assert queue.take(10, held_projects={"A"}) == ["b0", "b1", "b2"]
+    assert queue.take(10) == ["a0", "a1", "a2"]
