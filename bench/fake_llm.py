@@ -5,10 +5,11 @@ after a fixed latency, with as many requests in flight as arrive (asyncio, one c
 
 A request whose last message contains ``[slow]`` takes ``SLOW_MS`` instead (a model slower than the
 generation lease, for the fault run), and one with ``[fast]`` answers at once (the cpu scenario, whose
-figure is the orchestration's own cost, beside the bench's 8 s model). ``GET /calls`` answers, for each
-prompt, the ``[start, end]`` of every call made with it (seconds on this process's clock; ``end`` is when
-the answer went out or the caller hung up), so a run can tell a lifecycle generated twice at once from one
-generated again after its worker died.
+figure is the orchestration's own cost, beside the bench's 8 s model). One with ``[limited]`` is a
+rate-limited model: ``BENCH_LIMITED_RPM`` calls a minute, 429 past it; ``GET /limited`` counts both.
+``GET /calls`` answers, for each prompt, the ``[start, end]`` of every call made with it (seconds on this
+process's clock; ``end`` is when the answer went out or the caller hung up), so a run can tell a lifecycle
+generated twice at once from one generated again after its worker died.
 """
 
 from __future__ import annotations
@@ -16,16 +17,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
-SLOW_MARK, FAST_MARK = "[slow]", "[fast]"
+SLOW_MARK, FAST_MARK, LIMITED_MARK = "[slow]", "[fast]", "[limited]"
 calls: dict[str, list[list[float | None]]] = defaultdict(list)
+# The rate-limited model (prompts with [limited]): at most LIMITED_RPM calls answered in any 60 s (a sliding
+# window, the strictest reading of "requests per minute"); past it, 429 with Retry-After, as providers do.
+LIMITED_RPM = int(os.environ.get("BENCH_LIMITED_RPM", "600"))
+limited_window: deque[float] = deque()
+limited = {"answered": 0, "refused": 0, "first_answered": None, "last_answered": None}
 
 
-def _response(status: str, body: bytes) -> bytes:
-    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+def _limited_retry_after() -> int | None:
+    """``None`` if a limited call may be answered now (and counts it), else the seconds to wait."""
+    now = time.monotonic()
+    while limited_window and limited_window[0] <= now - 60:
+        limited_window.popleft()
+    if len(limited_window) >= LIMITED_RPM:
+        limited["refused"] += 1
+        return max(1, math.ceil(limited_window[0] + 60 - now))
+    limited_window.append(now)
+    limited["answered"] += 1
+    limited["first_answered"] = limited["first_answered"] or now
+    limited["last_answered"] = now
+    return None
+
+
+def _response(status: str, body: bytes, extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency_s: float, slow_s: float) -> None:
@@ -42,8 +66,20 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
                 writer.write(_response("200 OK", json.dumps(calls).encode()))
                 await writer.drain()
                 continue
+            if head.startswith(b"GET /limited?reset"):
+                limited_window.clear()
+                limited.update(answered=0, refused=0, first_answered=None, last_answered=None)
+            if head.startswith(b"GET /limited"):
+                writer.write(_response("200 OK", json.dumps(limited).encode()))
+                await writer.drain()
+                continue
             messages = body.get("messages") or [{}]
             prompt = str(messages[-1].get("content", ""))
+            if LIMITED_MARK in prompt and (retry_after := _limited_retry_after()) is not None:
+                refusal = json.dumps({"error": {"message": "Rate limit reached", "type": "requests"}}).encode()
+                writer.write(_response("429 Too Many Requests", refusal, f"Retry-After: {retry_after}\r\n"))
+                await writer.drain()
+                continue
             call = [time.monotonic(), None]
             calls[prompt].append(call)
             # The caller hanging up (its process killed) ends the call, as it would end a real model's work.

@@ -17,6 +17,10 @@ stack is quiet (no lifecycle of an earlier scenario still moving):
 - flight: 10,000 lifecycles in flight against the 8 s model; time to drain and generator RSS.
 - sockets: 5,000 sockets on the realtime process; final-message lateness; RSS over connect/close cycles.
 - webhooks: deliveries per second to a loopback receiver.
+- fairness: noisy neighbour; one project floods (800 at once), another trickles (20 at 2/s), 64 generations
+  at a time against the 8 s model: the trickle's accept → finished against the model's own latency.
+- limits: 2,000 at once to a model the provider limits to 600 calls/min (429 past it), configured the same
+  in PROVIDER_LIMITS: the provider's 429s and the rate the burst drains at.
 - accept: POST /v1/lifecycles closed-loop with the pipeline paused, on the web process (gunicorn) and, for
   comparison, on daphne and uvicorn serving the same project; then with the pipeline running, and at 500/s.
 
@@ -48,6 +52,7 @@ from orchestrator.process import unwind_on_sigterm
 from tests.processes import PROCFILE, ServiceProcesses
 
 STATE_DIR = DEFAULT_STATE_DIR / "bench"
+LIMITED_RPM = 600  # the fake provider's limit on its rate-limited model (scenario limits)
 GUNICORN_WORKERS = 4
 
 
@@ -142,6 +147,16 @@ class Ledger:
         names = [f"{step}_{q}_ms" for step in self.STEPS for q in ("p50", "p99")]
         return {name: round(value, 1) for name, value in zip(names, row, strict=True) if value is not None}
 
+    def finished_percentiles(self, tag: str) -> dict[str, float]:
+        """Seconds from accept to finished of a run's lifecycles: p50, p95 and the slowest."""
+        row = self.conn.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.95) WITHIN GROUP (ORDER BY s), "
+            "max(s) FROM (SELECT extract(epoch FROM finished_at - created_at) AS s FROM lifecycle_lifecycle "
+            "WHERE metadata->>'run' = %s AND finished_at IS NOT NULL) t",
+            [tag],
+        ).fetchone()
+        return {name: round(value or 0, 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
+
     def drain_s(self, tag: str) -> float | None:
         (value,) = self.conn.execute(
             "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM lifecycle_lifecycle "
@@ -209,7 +224,7 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
 PIPELINE = ("relay", "generator", "bridge", "delivery", "worker", "beat")
 # The order they run in: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
 # message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
-ALL_SCENARIOS = ("burst", "overhead", "cpu", "flight", "sockets", "webhooks", "accept")
+ALL_SCENARIOS = ("burst", "overhead", "cpu", "flight", "sockets", "webhooks", "accept", "fairness", "limits")
 
 
 def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger: Ledger, args) -> dict:
@@ -339,6 +354,82 @@ def flight_run(stack: ServiceProcesses, api: str, key: str, ledger: Ledger, args
         "completed": counts.get("completed", 0),
         "failed": counts.get("failed", 0),
         "generator_peak_rss_mib": round(peak, 1),
+        "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
+    }
+
+
+def restart_generator(stack: ServiceProcesses, ledger: Ledger, key: str, **env: str) -> None:
+    """The generator again with ``env``, ready: it has joined its group and run a lifecycle."""
+    stack.stop("generator")
+    stack.env.update(env)
+    stack.start("generator")
+    warm = uuid.uuid4().hex
+    load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", "1",
+         "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
+    ledger.settle(warm, 1, timeout=60)
+
+
+def fairness_run(stack: ServiceProcesses, keys: dict[str, str], ledger: Ledger, args) -> dict:
+    """Noisy neighbour (issue #20's scenario): one generator with ``--fair-slots`` generations at a time and
+    the 8 s model; project A submits ``--flood`` at once, then project B ``--trickle`` at ``--trickle-rate``/s.
+    B's accept → finished against the model's own latency: in Kafka order B would wait for A's backlog
+    (flood * latency / slots), in turn it waits for one slot to free."""
+    url = f"{stack.base_url}/v1/lifecycles"
+    restart_generator(stack, ledger, keys["flood"], GENERATOR_CONCURRENCY=str(args.fair_slots))
+    try:
+        flood, trickle = uuid.uuid4().hex, uuid.uuid4().hex
+        body = {"model": "openai/bench", "prompt": "hello"}
+        a = load("burst", url, keys["flood"], "--n", str(args.flood), "--timeout", "120",
+                 "--body", json.dumps(body | {"metadata": {"run": flood}}))  # fmt: skip
+        b = load("rate", url, keys["trickle"], "--seconds", str(args.trickle / args.trickle_rate),
+                 "--rate", str(args.trickle_rate), "--concurrency", "4",
+                 "--body", json.dumps(body | {"metadata": {"run": trickle}}))  # fmt: skip
+        b_accepted, a_accepted = b["outcomes"].get("202", 0), a["outcomes"].get("202", 0)
+        b_counts = ledger.settle(trickle, b_accepted, timeout=300)
+        b_times = ledger.finished_percentiles(trickle)
+        backlog_s = a_accepted * args.latency_ms / 1000 / args.fair_slots
+        a_counts = ledger.settle(flood, a_accepted, timeout=backlog_s * 2 + 120)
+    finally:
+        restart_generator(stack, ledger, keys["flood"], GENERATOR_CONCURRENCY=os.environ["GENERATOR_CONCURRENCY"])
+    return {
+        "flood": a_accepted,
+        "trickle": b_accepted,
+        "trickle_p50_s": b_times["p50_s"],
+        "trickle_p95_s": b_times["p95_s"],
+        "trickle_max_s": b_times["max_s"],
+        "trickle_p95_over_model": round(b_times["p95_s"] / (args.latency_ms / 1000), 2),
+        "flood_drain_s": round(ledger.drain_s(flood) or 0, 1),
+        "flood_backlog_s": round(backlog_s, 1),
+        "failed": a_counts.get("failed", 0) + b_counts.get("failed", 0),
+        "ledger_ok": balanced(a["ids"], a_counts, ledger, flood) and balanced(b["ids"], b_counts, ledger, trickle),
+    }
+
+
+def limits_run(stack: ServiceProcesses, llm: str, key: str, ledger: Ledger, args) -> dict:
+    """A burst of ``--limited`` against a model the provider limits to ``BENCH_LIMITED_RPM`` calls a minute
+    (bench/fake_llm.py, 429 past it), configured with the same limit (``PROVIDER_LIMITS``): how many 429s
+    reached the provider, and the rate the burst drained at against the limit."""
+    import httpx
+
+    tag = uuid.uuid4().hex
+    httpx.get(f"{llm}/limited?reset", timeout=5).raise_for_status()
+    body = json.dumps({"model": "openai/limited", "prompt": "[limited][fast] hello", "metadata": {"run": tag}})
+    accepted = load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(args.limited),
+                    "--timeout", "120", "--body", body)  # fmt: skip
+    n = accepted["outcomes"].get("202", 0)
+    counts = ledger.settle(tag, n, timeout=n / LIMITED_RPM * 60 * 1.5 + 120)
+    seen = httpx.get(f"{llm}/limited", timeout=5).json()
+    span_s = (seen["last_answered"] or 0) - (seen["first_answered"] or 0)
+    per_min = (seen["answered"] - 1) / span_s * 60 if span_s > 0 else 0.0
+    return {
+        "burst": n,
+        "completed": counts.get("completed", 0),
+        "failed": counts.get("failed", 0),
+        "provider_429s": seen["refused"],
+        "drained_per_min": round(per_min, 1),
+        "limit_per_min": LIMITED_RPM,
+        "drain_over_limit": round(per_min / LIMITED_RPM, 3),
+        "all_done_s": round(ledger.drain_s(tag) or 0, 1),
         "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
     }
 
@@ -520,6 +611,11 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (scenario sockets)")
     parser.add_argument("--cpu-rate", type=float, default=20, help="lifecycles/s offered (scenario cpu)")
     parser.add_argument("--cpu-seconds", type=float, default=15, help="seconds of load per mode (scenario cpu)")
+    parser.add_argument("--fair-slots", type=int, default=64, help="generations at a time (scenario fairness)")
+    parser.add_argument("--flood", type=int, default=800, help="project A's requests at once (scenario fairness)")
+    parser.add_argument("--trickle", type=int, default=20, help="project B's requests (scenario fairness)")
+    parser.add_argument("--trickle-rate", type=float, default=2, help="project B's requests/s (scenario fairness)")
+    parser.add_argument("--limited", type=int, default=2000, help="burst to the rate-limited model (scenario limits)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every process of the stack, to compare settings run by run")  # fmt: skip
     args = parser.parse_args()
@@ -541,11 +637,16 @@ def main() -> int:
             "GENERATOR_CONCURRENCY": "12000",
             "RATE_LIMIT_PER_S": "1000000",
             "BENCH_BASELINE": "true",
+            # The rate-limited model of the limits scenario, configured as the fake provider limits it.
+            "PROVIDER_LIMITS": f"openai/limited=rpm:{LIMITED_RPM}",
+            "BENCH_LIMITED_RPM": str(LIMITED_RPM),
             **dict(setting.split("=", 1) for setting in args.env),
         }
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
-        key, overhead_key, webhooks_key = (create_project(n) for n in ("bench", "bench-overhead", "bench-webhooks"))
+        key, overhead_key, webhooks_key, trickle_key = (
+            create_project(n) for n in ("bench", "bench-overhead", "bench-webhooks", "bench-trickle")
+        )
         backend_port = free_port()
         backend = subprocess.Popen([sys.executable, "-m", "tests.fakes.customer_backend", str(backend_port)],
                                    cwd=PROJECT_DIR)  # fmt: skip
@@ -616,6 +717,8 @@ def main() -> int:
                 "sockets": lambda: sockets_run(stack, key, ledger, args),
                 "webhooks": lambda: webhooks_run(stack, webhooks_key, ledger, args),
                 "accept": lambda: accept_run(stack, others, key, ledger, args),
+                "fairness": lambda: fairness_run(stack, {"flood": key, "trickle": trickle_key}, ledger, args),
+                "limits": lambda: limits_run(stack, f"http://127.0.0.1:{llm_port}", key, ledger, args),
             }
             for i in range(args.runs):
                 for name in (name for name in ALL_SCENARIOS if name in scenarios):
@@ -640,6 +743,12 @@ def main() -> int:
         ("webhooks", f"{args.webhooks} webhook deliveries released at once to a loopback receiver"),
         ("sockets", f"{args.sockets} sockets on one realtime process, then {args.cycles} connect/close cycles"),
         ("cpu", f"CPU ms per lifecycle by process, {args.cpu_rate:.0f}/s offered for {args.cpu_seconds:.0f} s"),
+        (
+            "fairness",
+            f"noisy neighbour: {args.fair_slots} slots, model {args.latency_ms:.0f} ms, A {args.flood} at "
+            f"once, then B {args.trickle} at {args.trickle_rate:g}/s",
+        ),
+        ("limits", f"{args.limited} at once to a model limited to {LIMITED_RPM}/min, configured the same"),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")

@@ -2,8 +2,9 @@
 
 - **Configured limits**: requests and tokens per minute per provider/model (``PROVIDER_LIMITS``), checked
   before a call is made. Each is a GCRA (the generic cell rate algorithm, a token bucket kept as one
-  timestamp): a model limited to 600 requests/min admits one every 100 ms and never more than 600 in any
-  minute, so a burst queues and drains at the limit instead of meeting the provider's 429s. Tokens are
+  timestamp): a model limited to 600 requests/min admits one every 100 ms (a little more: less
+  ``PROVIDER_LIMITS_HEADROOM``, 2% by default) and never more than 600 in any minute, so a burst queues and
+  drains at the limit instead of meeting the provider's 429s. Tokens are
   charged before the call by an estimate (``tokens`` in the generation request: the prompt's length / 4 plus
   its ``max_tokens``), then settled against the usage the provider reports.
 - **Pauses**: a provider's ``429`` pauses that model for everyone until its ``Retry-After`` has passed
@@ -144,6 +145,13 @@ def estimate_tokens(messages: list[dict[str, Any]], params: dict[str, Any]) -> i
     return math.ceil(characters / 4) + answer
 
 
+def _spacing_us(per_minute: int) -> float:
+    """Microseconds between units at ``per_minute``, less ``PROVIDER_LIMITS_HEADROOM``: calls spaced exactly
+    at the limit reach the provider a few milliseconds early or late, and one early is one too many in its
+    minute."""
+    return 60_000_000 / (per_minute * (1 - settings.PROVIDER_LIMITS_HEADROOM))
+
+
 def _key(kind: str, name: str) -> str:
     return f"limit:{kind}:{name}"
 
@@ -198,8 +206,8 @@ class Gate:
             return Admission(ADMITTED, 0.0)
         keys = [_pause_key(model), _key("requests", model), _key("tokens", model), _key("project", project)]
         args = [
-            60_000_000 / limit.rpm if limit and limit.rpm else 0,
-            60_000_000 / limit.tpm if limit and limit.tpm else 0,
+            _spacing_us(limit.rpm) if limit and limit.rpm else 0,
+            _spacing_us(limit.tpm) if limit and limit.tpm else 0,
             tokens,
             cap or 0,
             member,
@@ -245,7 +253,7 @@ class Gate:
         if limit is None or not limit.tpm or used == estimated:
             return
         try:
-            await self._client().eval(_SETTLE, 1, _key("tokens", model), (used - estimated) * 60_000_000 / limit.tpm)
+            await self._client().eval(_SETTLE, 1, _key("tokens", model), (used - estimated) * _spacing_us(limit.tpm))
         except (RedisError, OSError) as exc:
             _outage.failed(exc)
 

@@ -309,6 +309,9 @@ PROVIDER_LIMITS = [entry for entry in env.str("PROVIDER_LIMITS", default="").spl
 # Prices per million tokens, input and output, added to lifecycle/pricing.py's defaults (JSON):
 # '{"openai/my-finetune": [0.3, 1.2]}'.
 MODEL_PRICES = env.str("MODEL_PRICES", default="")
+# The share of each configured limit left unused, so that network jitter never lands a call in the
+# provider's previous minute (0.02: a limit of 600/min admits 588).
+PROVIDER_LIMITS_HEADROOM = env.float("PROVIDER_LIMITS_HEADROOM", default=0.02)
 # A call's answer, in tokens, when the request sets no max_tokens: what a tokens-per-minute limit charges
 # before the call (settled against the usage reported after it).
 GENERATION_OUTPUT_TOKENS_ESTIMATE = env.int("GENERATION_OUTPUT_TOKENS_ESTIMATE", default=256)
