@@ -157,6 +157,12 @@ class Ledger:
         ).fetchone()
         return {name: round(value or 0, 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
 
+    def redriven(self, tag: str) -> int:
+        """The run's lifecycles the reconciler published again (it took them for lost)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM lifecycle_lifecycle WHERE metadata->>'run' = %s AND redrive_count > 0", [tag]
+        ).fetchone()[0]
+
     def drain_s(self, tag: str) -> float | None:
         (value,) = self.conn.execute(
             "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM lifecycle_lifecycle "
@@ -401,6 +407,7 @@ def fairness_run(stack: ServiceProcesses, keys: dict[str, str], ledger: Ledger, 
         "flood_drain_s": round(ledger.drain_s(flood) or 0, 1),
         "flood_backlog_s": round(backlog_s, 1),
         "failed": a_counts.get("failed", 0) + b_counts.get("failed", 0),
+        "redriven": ledger.redriven(flood) + ledger.redriven(trickle),
         "ledger_ok": balanced(a["ids"], a_counts, ledger, flood) and balanced(b["ids"], b_counts, ledger, trickle),
     }
 
@@ -430,6 +437,7 @@ def limits_run(stack: ServiceProcesses, llm: str, key: str, ledger: Ledger, args
         "limit_per_min": LIMITED_RPM,
         "drain_over_limit": round(per_min / LIMITED_RPM, 3),
         "all_done_s": round(ledger.drain_s(tag) or 0, 1),
+        "redriven": ledger.redriven(tag),
         "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
     }
 

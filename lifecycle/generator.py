@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, TopicPartition
 from django.conf import settings
 
 from lifecycle import generation, kafka, limits, outbox, scheduling, services
@@ -116,6 +116,8 @@ class Request:
     model: str = ""
     tokens: int = 0
     poison: str = ""
+    # When its pending lease was last known to start: published (the message's time), or renewed since.
+    leased_at: float = 0.0
 
     @property
     def project(self) -> str:
@@ -124,11 +126,14 @@ class Request:
 
 def parse_request(message: Message) -> Request:
     headers = kafka.decode_headers(message.headers())
+    kind, milliseconds = message.timestamp()
+    published = milliseconds / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else time.time()
     try:
         body = orjson.loads(message.value() or b"")
         lifecycle_id = uuid.UUID(str(body["lifecycle_id"]))
         # Requests published before the model was part of them decide nothing by it.
-        return Request(message, headers, lifecycle_id, str(body.get("model") or ""), int(body.get("tokens") or 0))
+        model, tokens = str(body.get("model") or ""), int(body.get("tokens") or 0)
+        return Request(message, headers, lifecycle_id, model, tokens, leased_at=published)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return Request(
             message, headers, None, poison=f"undecodable generation request: {exc.__class__.__name__}: {exc}"
@@ -203,6 +208,7 @@ class Generator:
         self.gate = limits.gate()
         renewer = asyncio.create_task(self._renew_leases())
         caps = asyncio.create_task(self._refresh_caps())
+        waiting_renewer = asyncio.create_task(self._renew_waiting())
         async with contextlib.AsyncExitStack() as clients:
             # Several small connection pools, not one big one: httpcore scans its whole pool on every request
             # and response, which with thousands of connections took 90% of the generator's CPU.
@@ -235,6 +241,7 @@ class Generator:
         listener.cancel()
         renewer.cancel()
         caps.cancel()
+        waiting_renewer.cancel()
         self.results.stop()
         await self._kafka(self._commit_sync)
         await self._kafka(self.consumer.close)
@@ -307,6 +314,24 @@ class Generator:
             self.in_flight -= len(back)
             self._wake_when_released()
         return admitted
+
+    async def _renew_waiting(self) -> None:
+        """Keep the pending leases of the requests waiting here, so that the reconciler does not publish
+        them again as lost (every duplicate would be admitted, claimed for nothing, and counted against its
+        model's limit): each whose lease is half gone is renewed, all in one statement a round."""
+        every = max(1.0, settings.RECONCILE_AFTER_S / 6)
+        while True:
+            await asyncio.sleep(every)
+            now = time.time()
+            due = [
+                r for r in self.waiting.items() if r.lifecycle_id and r.leased_at < now - settings.RECONCILE_AFTER_S / 2
+            ]
+            if not due:
+                continue
+            with contextlib.suppress(Exception):  # tried again next round; the database may be away
+                await db.in_thread(services.generation_waiting_renew)(lifecycle_ids=[r.lifecycle_id for r in due])
+                for request in due:
+                    request.leased_at = now
 
     async def _refresh_caps(self) -> None:
         while True:

@@ -192,6 +192,9 @@ class OutboxMessage(models.Model):
         return f"{self.topic} {self.event_type} {self.key}"
 
 
+USAGE_SHARDS = 8
+
+
 class UsageDaily(models.Model):
     """What a project's generations used, per day (UTC) and model: kept as each result is stored, in the
     same transaction, so ``GET /v1/usage`` and the daily budget read a few rows, not every lifecycle."""
@@ -199,6 +202,9 @@ class UsageDaily(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage")
     day = models.DateField()
     model = models.CharField(max_length=200)
+    # Each writing process adds to its own row (its pid modulo USAGE_SHARDS), so generators committing
+    # results at once do not queue on one row lock; reads sum the shards.
+    shard = models.PositiveSmallIntegerField(default=0)
     requests = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
@@ -206,7 +212,7 @@ class UsageDaily(models.Model):
 
     class Meta:
         ordering = ["day", "model"]
-        constraints = [models.UniqueConstraint(fields=["project", "day", "model"], name="usage_daily_unique")]
+        constraints = [models.UniqueConstraint(fields=["project", "day", "model", "shard"], name="usage_daily_unique")]
 
     def __str__(self) -> str:
         return f"{self.project_id} {self.day} {self.model}"

@@ -160,6 +160,17 @@ class FairQueue(Generic[T]):
                     del self._stride.passes[project]
         return dropped
 
+    def items(self) -> list[T]:
+        """Every item waiting, in no particular order."""
+        with self._lock:
+            return [
+                entry[1]
+                for queued in self._projects.values()
+                for models in queued.tiers.values()
+                for items in models.values()
+                for entry in items
+            ]
+
     def waiting(self) -> dict[tuple[str, str], int]:
         """How many items wait, per project and tier."""
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from lifecycle.models import Lifecycle, Project, TimelineEvent, UsageDaily
 
@@ -45,6 +45,9 @@ def timeline(*, lifecycle: Lifecycle, after_seq: int = 0) -> QuerySet[TimelineEv
     return TimelineEvent.objects.filter(lifecycle=lifecycle, seq__gt=after_seq).order_by("seq")
 
 
-def usage_by_day(*, project: Project, since: date, until: date) -> list[UsageDaily]:
-    """The project's usage per day and model, from ``since`` to ``until`` (inclusive, UTC days)."""
-    return list(UsageDaily.objects.filter(project=project, day__gte=since, day__lte=until).order_by("day", "model"))
+def usage_by_day(*, project: Project, since: date, until: date) -> list[dict]:
+    """The project's usage per day and model, from ``since`` to ``until`` (inclusive, UTC days): ``day``,
+    ``model``, ``requests``, ``input_tokens``, ``output_tokens`` and ``cost_usd`` (the shards summed)."""
+    rows = UsageDaily.objects.filter(project=project, day__gte=since, day__lte=until).values("day", "model")
+    totals = {name: Sum(name) for name in ("requests", "input_tokens", "output_tokens", "cost_usd")}
+    return list(rows.annotate(**totals).order_by("day", "model"))

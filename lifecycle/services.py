@@ -439,6 +439,16 @@ def _claim(lifecycle: Lifecycle, lease) -> Lifecycle | None:
     return lifecycle
 
 
+def generation_waiting_renew(*, lifecycle_ids) -> int:
+    """A generator holds these pending lifecycles in its queue (their turn has not come, or their model or
+    project is on hold): the reconciler must not publish them again as lost. Their pending lease moves to
+    ``RECONCILE_AFTER_S`` from now; a generator that dies stops renewing, and they are re-driven."""
+    lease = timezone.now() + timedelta(seconds=settings.RECONCILE_AFTER_S)
+    return Lifecycle.objects.filter(
+        id__in=list(lifecycle_ids), status=Status.PENDING, lease_expires_at__lt=lease
+    ).update(lease_expires_at=lease)
+
+
 def generation_leases_renew(*, held: dict[str, int]) -> set[str]:
     """Extend the leases of the generations a worker holds (lifecycle id → fencing token), in one statement,
     and return the ids that another worker reclaimed meanwhile (this one was cut off past its lease): their

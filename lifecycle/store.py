@@ -15,6 +15,7 @@ opening, in ``realtime``) use :data:`LIFECYCLE_ROWS`.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -23,7 +24,7 @@ from django.db import connection
 from django.db.models import JSONField
 from django.utils import timezone
 
-from lifecycle.models import ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
+from lifecycle.models import USAGE_SHARDS, ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
 
 
 class Rows:
@@ -194,20 +195,27 @@ def update(
 
 
 _USAGE = UsageDaily._meta.db_table
-_USAGE_ROW = "(%s::uuid, %s::date, %s, %s::bigint, %s::bigint, %s::bigint, %s::numeric)"
+_USAGE_ROW = "(%s::uuid, %s::date, %s, %s::smallint, %s::bigint, %s::bigint, %s::bigint, %s::numeric)"
+_SHARD = os.getpid() % USAGE_SHARDS
 
 
 def usage_add(rows: Sequence[tuple]) -> None:
     """Add to the daily usage: rows of ``(project_id, day, model, requests, input_tokens, output_tokens,
-    cost_usd)``, one per key (summed by the caller), in key order (two writers cannot deadlock)."""
+    cost_usd)``, one per key (summed by the caller), in key order (two writers cannot deadlock), into this
+    process's shard of each."""
     if not rows:
         return
     _execute(
         [
-            f"INSERT INTO {_USAGE} AS u (project_id, day, model, requests, input_tokens, output_tokens, cost_usd) "  # noqa: S608
-            f"VALUES {', '.join([_USAGE_ROW] * len(rows))} ON CONFLICT (project_id, day, model) DO UPDATE SET "
+            f"INSERT INTO {_USAGE} AS u (project_id, day, model, shard, requests, input_tokens, output_tokens, "  # noqa: S608
+            f"cost_usd) VALUES {', '.join([_USAGE_ROW] * len(rows))} "
+            "ON CONFLICT (project_id, day, model, shard) DO UPDATE SET "
             "requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens, "
             "output_tokens = u.output_tokens + excluded.output_tokens, cost_usd = u.cost_usd + excluded.cost_usd"
         ],
-        [value for row in sorted(rows, key=lambda r: (str(r[0]), r[1], r[2])) for value in row],
+        [
+            value
+            for row in sorted(rows, key=lambda r: (str(r[0]), r[1], r[2]))
+            for value in (*row[:3], _SHARD, *row[3:])
+        ],
     )

@@ -306,16 +306,14 @@ class UsageView(APIView):
             raise exceptions.ValidationError({"from": f"At most {MAX_USAGE_DAYS} days at a time."})
         project = request.auth.project
         rows = selectors.usage_by_day(project=project, since=since, until=until)
-        spent_today = sum((row.cost_usd for row in rows if row.day == today), Decimal(0))
+        spent_today = sum((row["cost_usd"] for row in rows if row["day"] == today), Decimal(0))
         page = {
             "from": since,
             "to": until,
             "data": rows,
             "total": {
-                "requests": sum(row.requests for row in rows),
-                "input_tokens": sum(row.input_tokens for row in rows),
-                "output_tokens": sum(row.output_tokens for row in rows),
-                "cost_usd": sum((row.cost_usd for row in rows), Decimal(0)),
+                name: sum((row[name] for row in rows), Decimal(0) if name == "cost_usd" else 0)
+                for name in ("requests", "input_tokens", "output_tokens", "cost_usd")
             },
             "budget": {
                 "daily_usd": project.daily_budget_usd,
