@@ -155,7 +155,7 @@ class Ledger:
             "WHERE metadata->>'run' = %s AND finished_at IS NOT NULL) t",
             [tag],
         ).fetchone()
-        return {name: round(value or 0, 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
+        return {name: round(float(value or 0), 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
 
     def redriven(self, tag: str) -> int:
         """The run's lifecycles the reconciler published again (it took them for lost)."""
@@ -404,7 +404,7 @@ def fairness_run(stack: ServiceProcesses, keys: dict[str, str], ledger: Ledger, 
         "trickle_p95_s": b_times["p95_s"],
         "trickle_max_s": b_times["max_s"],
         "trickle_p95_over_model": round(b_times["p95_s"] / (args.latency_ms / 1000), 2),
-        "flood_drain_s": round(ledger.drain_s(flood) or 0, 1),
+        "flood_drain_s": round(float(ledger.drain_s(flood) or 0), 1),
         "flood_backlog_s": round(backlog_s, 1),
         "failed": a_counts.get("failed", 0) + b_counts.get("failed", 0),
         "redriven": ledger.redriven(flood) + ledger.redriven(trickle),
@@ -436,7 +436,7 @@ def limits_run(stack: ServiceProcesses, llm: str, key: str, ledger: Ledger, args
         "drained_per_min": round(per_min, 1),
         "limit_per_min": LIMITED_RPM,
         "drain_over_limit": round(per_min / LIMITED_RPM, 3),
-        "all_done_s": round(ledger.drain_s(tag) or 0, 1),
+        "all_done_s": round(float(ledger.drain_s(tag) or 0), 1),
         "redriven": ledger.redriven(tag),
         "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
     }

@@ -3,8 +3,9 @@
 - **Configured limits**: requests and tokens per minute per provider/model (``PROVIDER_LIMITS``), checked
   before a call is made. Each is a GCRA (the generic cell rate algorithm, a token bucket kept as one
   timestamp): a model limited to 600 requests/min admits one every 100 ms (a little more: less
-  ``PROVIDER_LIMITS_HEADROOM``, 2% by default) and never more than 600 in any minute, so a burst queues and
-  drains at the limit instead of meeting the provider's 429s. Tokens are
+  ``PROVIDER_LIMITS_HEADROOM``, 2% by default), a call a spacing early when one came late (so the rate is
+  kept, not lost to each caller's delay), never more than 600 in any minute: a burst queues and drains at
+  the limit instead of meeting the provider's 429s. Tokens are
   charged before the call by an estimate (``tokens`` in the generation request: the prompt's length / 4 plus
   its ``max_tokens``), then settled against the usage the provider reports.
 - **Pauses**: a provider's ``429`` pauses that model for everyone until its ``Retry-After`` has passed
@@ -62,7 +63,8 @@ local per_request, per_token = tonumber(ARGV[1]), tonumber(ARGV[2]) * tonumber(A
 local requests_at, tokens_at = now, now
 if per_request > 0 then requests_at = math.max(tonumber(redis.call('GET', KEYS[2]) or 0), now) end
 if per_token > 0 then tokens_at = math.max(tonumber(redis.call('GET', KEYS[3]) or 0), now) end
-local wait = math.max(requests_at, tokens_at) - now
+-- A call may go one spacing early: a caller that came a little late catches up instead of losing the time.
+local wait = math.max(requests_at - per_request, tokens_at) - now
 if wait > 0 then return {2, wait} end
 local cap = tonumber(ARGV[4])
 if cap > 0 then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from io import StringIO
 
@@ -39,7 +40,8 @@ def test_a_requests_per_minute_limit_is_shared_by_every_generator(configured):
 
     async def scenario() -> None:
         one, other = limits.Gate(), limits.Gate()
-        assert (await admit(one, model)).outcome == limits.ADMITTED
+        # The first call, and one a spacing early (what a late caller catches up with), then one a spacing.
+        assert [(await admit(gate, model)).outcome for gate in (one, other)] == [limits.ADMITTED] * 2
         refused = await admit(other, model)
 
         assert refused.outcome == limits.LIMITED
@@ -47,6 +49,13 @@ def test_a_requests_per_minute_limit_is_shared_by_every_generator(configured):
         assert model in other.holds()[1]  # the other generator holds the model back until then
         await asyncio.sleep(refused.wait_s)
         assert (await admit(other, model)).outcome == limits.ADMITTED
+
+        # However hard two generators ask, a second admits no more than its share (and the one early).
+        admitted, started = 0, time.monotonic()
+        while time.monotonic() - started < 1.0:
+            for gate in (one, other):
+                admitted += (await admit(gate, model)).outcome == limits.ADMITTED
+        assert admitted <= 600 / 60 * 0.98 + 2
 
     asyncio.run(scenario())
 
