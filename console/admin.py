@@ -219,7 +219,8 @@ class LifecycleAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def _lifecycle_for(self, request, lifecycle_id) -> Lifecycle:
-        if request.method != "POST" or not self.has_view_permission(request):
+        # Cancel, replay and resend change what happens to a customer's work: change permission, not view.
+        if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
         return get_object_or_404(Lifecycle, pk=lifecycle_id)
 
@@ -242,12 +243,12 @@ class LifecycleAdmin(admin.ModelAdmin):
         self.message_user(request, "Delivery queued again.")
         return redirect("admin:lifecycle_lifecycle_change", lifecycle.id)
 
-    @admin.action(description="Cancel the selected lifecycles")
+    @admin.action(description="Cancel the selected lifecycles", permissions=["change"])
     def cancel(self, request, queryset) -> None:
         cancelled = sum(1 for lifecycle in queryset if services.lifecycle_cancel(lifecycle=lifecycle) is not None)
         self.message_user(request, f"Cancelled {cancelled} lifecycle(s); finished ones were left as they were.")
 
-    @admin.action(description="Replay the selected lifecycles")
+    @admin.action(description="Replay the selected lifecycles", permissions=["change"])
     def replay(self, request, queryset) -> None:
         replays = [services.lifecycle_replay(lifecycle=lifecycle) for lifecycle in queryset.select_related("project")]
         self.message_user(request, f"Started {len(replays)} replay(s).", messages.SUCCESS)
@@ -328,7 +329,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             '<a href="../lifecycle/{}/change/">{}</a>', delivery.lifecycle_id, str(delivery.lifecycle_id)[:8]
         )
 
-    @admin.action(description="Resend the selected deliveries")
+    @admin.action(description="Resend the selected deliveries", permissions=["change"])
     def resend(self, request, queryset) -> None:
         for delivery in queryset:
             webhook_services.delivery_resend(delivery=delivery)

@@ -9,7 +9,9 @@ generation then runs as its own task, and outputs are stored in group commits (:
 
 Fairness: what is consumed waits in a :class:`~lifecycle.scheduling.FairQueue` until a slot is free, and
 starts in its order (projects in turn, tiers by weight), so one project's backlog does not make another's
-requests wait behind it. The generator reads up to ``GENERATOR_LOOKAHEAD`` requests ahead of what it runs,
+requests wait behind it. No project holds more than ``GENERATOR_PROJECT_SHARE`` of the slots: with a model
+of constant latency, slots taken together free together, and a newcomer would otherwise wait a whole
+model latency for the next of them. The generator reads up to ``GENERATOR_LOOKAHEAD`` requests ahead of what it runs,
 which bounds both its memory and how far back in Kafka it can see; waiting requests count as in flight for
 the offsets, so a generator that dies loses none of them.
 
@@ -28,6 +30,7 @@ back (``db.patiently``); while the broker is away librdkafka reconnects by itsel
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -154,6 +157,10 @@ class Generator:
         self.caps: dict[str, int] = {}
         self.held_wake: asyncio.TimerHandle | None = None
         self.lookahead = max(1, settings.GENERATOR_LOOKAHEAD)
+        # Slots held per project (dispatched or running), and the most one project may hold: the rest stay
+        # open, so another project's request starts at once instead of waiting for a slot to free.
+        self.held: collections.Counter[str] = collections.Counter()
+        self.project_most = max(1, math.floor(concurrency * settings.GENERATOR_PROJECT_SHARE))
         self.in_flight = 0  # generations dispatched: being claimed or running
         self.clients = None  # the HTTP clients, taken in turn, once run() has opened them
         self._gauged: set[tuple[str, str]] = set()
@@ -268,11 +275,17 @@ class Generator:
         if free <= 0 or not len(self.waiting) or self.clients is None or self.stop.requested:
             return  # (stopping: what waits is left uncommitted, for the partitions' next owner)
         held_projects, held_models = self.gate.holds()
-        batch = self.waiting.take(min(free, 500), held_projects=held_projects, held_models=held_models)
+        batch = self.waiting.take(
+            min(free, 500),
+            held_projects=held_projects,
+            held_models=held_models,
+            room=lambda project: self.project_most - self.held[project],
+        )
         if not batch:
             self._wake_when_released()
             return
         self.in_flight += len(batch)
+        self.held.update(request.project for request in batch)
         task = asyncio.create_task(self._admit_claim_and_start(batch))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -312,6 +325,7 @@ class Generator:
             self._queue(request, front=True)
         if back:
             self.in_flight -= len(back)
+            self.held.subtract(request.project for request in back)
             self._wake_when_released()
         return admitted
 
@@ -381,6 +395,9 @@ class Generator:
             self.tracker.finished(topic, partition, offset)
             self.handled += 1
             self.in_flight -= 1
+            self.held[request.project] -= 1
+            if self.held[request.project] <= 0:
+                del self.held[request.project]
             if request.project in self.caps and request.lifecycle_id is not None:
                 self.gate.release_project(request.project)
                 release = asyncio.create_task(self.gate.release(request.project, str(request.lifecycle_id)))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,9 +42,10 @@ class _Stride(Generic[K]):
         if key not in self.passes:
             self.passes[key] = self.clock + 1.0 / weight  # its first turn, by its weight: heavier is sooner
 
-    def next(self, among: Iterable[K] | None = None) -> K | None:
+    def next(self, among: Collection[K] | None = None) -> K | None:
         """The key to serve, of ``among`` if given (the keys that may be served now); ``None`` if none."""
-        return min(self.passes if among is None else among, key=self.passes.__getitem__, default=None)
+        keys = self.passes if among is None else (key for key in self.passes if key in among)  # ties: oldest
+        return min(keys, key=self.passes.__getitem__, default=None)
 
     def served(self, key: K, weight: float, still_active: bool) -> None:
         self.clock = self.passes[key]
@@ -101,18 +102,27 @@ class FairQueue(Generic[T]):
             self._size += 1
 
     def take(
-        self, n: int, *, held_projects: Collection[str] = frozenset(), held_models: Collection[str] = frozenset()
+        self,
+        n: int,
+        *,
+        held_projects: Collection[str] = frozenset(),
+        held_models: Collection[str] = frozenset(),
+        room: Callable[[str], int] | None = None,
     ) -> list[T]:
         """Up to ``n`` items, in the order they should start, passing over the projects and models on hold
-        (at their in-flight cap, or waiting for a provider's limit): they keep their place."""
+        (at their in-flight cap, or waiting for a provider's limit): they keep their place. ``room``: how
+        many more items a project may be given (this take gives it no more)."""
         taken: list[T] = []
+        given: dict[str, int] = {}
         with self._lock:
             ready = None
-            if held_projects or held_models:
+            if held_projects or held_models or room is not None:
                 ready = {
                     project
                     for project, queued in self._projects.items()
-                    if project not in held_projects and queued.tiers_ready(held_models)
+                    if project not in held_projects
+                    and (room is None or room(project) > 0)
+                    and queued.tiers_ready(held_models)
                 }
             while len(taken) < n and self._size:
                 project = self._stride.next(ready)
@@ -133,7 +143,12 @@ class FairQueue(Generic[T]):
                 self._stride.served(project, 1.0, queued.size > 0)
                 if not queued.size:
                     del self._projects[project]
-                if ready is not None and (not queued.size or not queued.tiers_ready(held_models)):
+                given[project] = given.get(project, 0) + 1
+                if ready is not None and (
+                    not queued.size
+                    or not queued.tiers_ready(held_models)
+                    or (room is not None and given[project] >= room(project))
+                ):
                     ready.discard(project)
         return taken
 

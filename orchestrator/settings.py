@@ -294,6 +294,10 @@ GENERATOR_CONCURRENCY = env.int("GENERATOR_CONCURRENCY", default=256)
 # Requests a generator reads from Kafka beyond what it runs, to start them fairly (projects in turn, tiers
 # by weight): how far back a backlog it can see past, and its memory (a small message each).
 GENERATOR_LOOKAHEAD = env.int("GENERATOR_LOOKAHEAD", default=5000)
+# The most of a generator's slots one project may hold: the rest stay open for other projects' requests
+# to start at once (slots are coroutines waiting on the network: raise GENERATOR_CONCURRENCY to give a lone
+# project more).
+GENERATOR_PROJECT_SHARE = env.float("GENERATOR_PROJECT_SHARE", default=0.75)
 # How often each subscriber tier goes first, relative to the others, within a project (lifecycle/scheduling.py).
 GENERATION_TIER_WEIGHTS = env.list("GENERATION_TIER_WEIGHTS", default=["enterprise=8", "standard=4", "free=2"])
 # How soon an operator's change to a project's cap on generations in flight reaches the generators.

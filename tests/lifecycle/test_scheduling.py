@@ -94,3 +94,13 @@ def test_a_project_on_hold_does_not_hold_up_another():
 
     assert queue.take(10, held_projects={"A"}) == ["b0", "b1", "b2"]
     assert queue.take(10) == ["a0", "a1", "a2"]
+
+
+def test_a_take_gives_no_project_more_than_its_room():
+    queue: FairQueue[str] = FairQueue(WEIGHTS)
+    for n in range(10):
+        queue.put(f"a{n}", project="A", tier=None)
+    queue.put("b0", project="B", tier=None)
+
+    assert queue.take(10, room={"A": 3, "B": 5}.__getitem__) == ["a0", "b0", "a1", "a2"]
+    assert queue.take(10, room={"A": 0, "B": 5}.__getitem__) == []
