@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
 from django.utils.html import format_html
 
+from console import waterfall
 from lifecycle import services
 from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, Project, TimelineEvent
 from lifecycle.states import TERMINAL, ErrorCode, Status
@@ -24,6 +25,7 @@ from webhooks.selectors import deliveries_with_attempts
 admin.site.site_header = "AI lifecycle orchestrator · operations"
 admin.site.site_title = "Lifecycle operations"
 admin.site.index_title = "Operations console"
+admin.site.index_template = "admin/console/index.html"
 
 STATUS_COLOURS = {
     Status.PENDING: "#6b7385",
@@ -276,6 +278,7 @@ def timeline_context(lifecycle: Lifecycle) -> dict:
     return {
         "lifecycle": lifecycle,
         "status_badge": status_badge(lifecycle.status),
+        "waterfall": waterfall.build(lifecycle, events),
         "steps": steps,
         "deliveries": deliveries_with_attempts(lifecycle=lifecycle),
         "replays": list(lifecycle.replays.all()),

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from compat import views as compat_views
+from console import views as console_views
 from orchestrator import errors, health
 from realtime import views as realtime_views
 
@@ -23,6 +24,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="docs",
     ),
+    path("admin/overview/", admin.site.admin_view(console_views.overview), name="console-overview"),
     path("admin/", admin.site.urls),
     path("demo/", realtime_views.demo, name="demo"),
     # Unknown API paths answer JSON even with DEBUG on (whose 404 page is HTML).
