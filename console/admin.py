@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -12,9 +13,10 @@ from django.db.models import Count, Prefetch, TextField
 from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
+from django.utils import timezone
 from django.utils.html import format_html
 
-from console import waterfall
+from console import endpoint_health, waterfall
 from lifecycle import services
 from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, Project, TimelineEvent
 from lifecycle.states import TERMINAL, ErrorCode, Status
@@ -288,12 +290,71 @@ def timeline_context(lifecycle: Lifecycle) -> dict:
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
+    change_form_template = "admin/console/endpoint.html"
     list_display = ["url", "project", "enabled", "disabled_reason", "failing_since", "created_at"]
     list_filter = ["enabled", "project"]
     list_select_related = ["project"]
     search_fields = ["url", "id"]
     exclude = ["secret", "previous_secret"]
     readonly_fields = ["id", "project", "failing_since", "disabled_at", "previous_secret_expires_at", "created_at"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        endpoint = WebhookEndpoint.objects.filter(pk=object_id).first()
+        if endpoint is not None:
+            extra_context = {**(extra_context or {}), **endpoint_health.context(endpoint)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        own = [
+            path(
+                "<uuid:endpoint_id>/change/recover/",
+                self.admin_site.admin_view(self.recover),
+                name="webhooks_webhookendpoint_recover",
+            ),
+            path(
+                "<uuid:endpoint_id>/change/enable/",
+                self.admin_site.admin_view(self.enable),
+                name="webhooks_webhookendpoint_enable",
+            ),
+            path(
+                "<uuid:endpoint_id>/change/delivery/<uuid:delivery_id>/resend/",
+                self.admin_site.admin_view(self.resend_one),
+                name="webhooks_webhookendpoint_resend",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _endpoint_for(self, request, endpoint_id) -> WebhookEndpoint:
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(WebhookEndpoint, pk=endpoint_id)
+
+    def recover(self, request, endpoint_id):
+        endpoint = self._endpoint_for(request, endpoint_id)
+        hours = request.POST.get("hours", "24")
+        if not hours.isdigit() or not 1 <= int(hours) <= 24 * 30:
+            self.message_user(request, "Recover: a number of hours from 1 to 720.", messages.ERROR)
+        else:
+            try:
+                since = timezone.now() - timedelta(hours=int(hours))
+                count = webhook_services.endpoint_recover(endpoint=endpoint, since=since)
+                self.message_user(request, f"Sending {count} failed delivery(ies) of the last {hours} h again.")
+            except webhook_services.EndpointDisabled:
+                refused = "Enable the endpoint first: a disabled one receives nothing."
+                self.message_user(request, refused, messages.ERROR)
+        return redirect("admin:webhooks_webhookendpoint_change", endpoint.id)
+
+    def enable(self, request, endpoint_id):
+        endpoint = self._endpoint_for(request, endpoint_id)
+        webhook_services.endpoint_update(endpoint=endpoint, enabled=True)
+        self.message_user(request, "Enabled: deliveries to it resume.")
+        return redirect("admin:webhooks_webhookendpoint_change", endpoint.id)
+
+    def resend_one(self, request, endpoint_id, delivery_id):
+        endpoint = self._endpoint_for(request, endpoint_id)
+        webhook_services.delivery_resend(delivery=get_object_or_404(Delivery, pk=delivery_id, endpoint=endpoint))
+        self.message_user(request, "Delivery queued again.")
+        return redirect("admin:webhooks_webhookendpoint_change", endpoint.id)
 
 
 class AttemptInline(admin.TabularInline):

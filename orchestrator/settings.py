@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -94,6 +95,7 @@ INSTALLED_APPS = [
     "realtime",
     "compat",
     "console",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -109,7 +111,18 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a locked-out login into 429 (AXES_FAILURE_LIMIT, below).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The console's login is rate limited (django-axes): AXES_FAILURE_LIMIT failures for one username from one
+# address lock that pair out for AXES_COOLOFF_MINUTES; a success resets the count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "orchestrator.urls"
 ASGI_APPLICATION = "orchestrator.asgi.application"
@@ -324,6 +337,10 @@ RECONCILE_AFTER_S = env.int("RECONCILE_AFTER_S", default=30)
 
 # Timeline payloads and webhook bodies older than this are pruned to their summary (hourly sweep).
 RETENTION_DAYS = env.int("RETENTION_DAYS", default=30)
+
+# The bearer token that /metrics and /readyz's details need in production (without it, in production,
+# /metrics is refused and /readyz says only ready or not); in development both are open.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Per-project API rate limit (requests per second), counted in Redis so it holds across web processes.
 RATE_LIMIT_PER_S = env.int("RATE_LIMIT_PER_S", default=2000)

@@ -299,7 +299,8 @@ class UsageView(APIView):
     def get(self, request: Request) -> Response:
         today = timezone.now().date()
         until = _parse_day(request, "to", today)
-        since = _parse_day(request, "from", until - timedelta(days=29))
+        month = timedelta(days=29)
+        since = _parse_day(request, "from", until - month if until > date.min + month else date.min)
         if since > until:
             raise exceptions.ValidationError({"from": "Must not be after `to`."})
         if (until - since).days >= MAX_USAGE_DAYS:

@@ -144,12 +144,28 @@ def test_the_console_requires_a_staff_login(client):
 def test_ensureadmin_creates_then_resets_the_console_login(monkeypatch):
     from django.contrib.auth import authenticate
     from django.core.management import call_command
+    from django.test import RequestFactory
 
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "first password")
     call_command("ensureadmin")
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "second password")
     call_command("ensureadmin")
 
-    assert authenticate(username="admin", password="first password") is None
-    user = authenticate(username="admin", password="second password")
+    request = RequestFactory().post("/admin/login/")  # the login's rate limit needs to know who asks
+    assert authenticate(request, username="admin", password="first password") is None
+    user = authenticate(request, username="admin", password="second password")
     assert user is not None and user.is_superuser and user.is_staff
+
+
+def test_the_console_login_locks_out_after_five_failures(client):
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("operator", "op@example.com", "correct horse battery")
+    for _ in range(5):
+        failed = client.post("/admin/login/", {"username": "operator", "password": "guess"})
+        assert failed.status_code in (200, 429)  # the form again, with its error (the 5th locks)
+
+    locked = client.post("/admin/login/", {"username": "operator", "password": "correct horse battery"})
+
+    assert locked.status_code == 429
+    assert not client.get("/admin/").wsgi_request.user.is_authenticated

@@ -39,3 +39,20 @@ def test_readyz_fails_and_names_the_server_that_stopped(tmp_path, server, check)
             assert all(others.values()), others
         finally:
             web.stop_all()
+
+
+@pytest.mark.django_db
+def test_in_production_metrics_and_readiness_details_need_the_metrics_token(client, settings):
+    settings.DEBUG = False
+    settings.METRICS_TOKEN = ""
+    refused = client.get("/metrics")
+    assert refused.status_code == 403
+    assert "set METRICS_TOKEN" in refused.json()["error"]["message"]
+    assert client.get("/readyz").json() == {"status": "ready"}  # probes see ready or not, nothing inside
+
+    settings.METRICS_TOKEN = "scrape-me"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert scraped.status_code == 200 and b"lifecycle_transitions_total" in scraped.content
+    detailed = client.get("/readyz", headers={"Authorization": "Bearer scrape-me"}).json()
+    assert set(detailed["checks"]) == {"database", "redis", "kafka"}
