@@ -21,6 +21,8 @@ stack is quiet (no lifecycle of an earlier scenario still moving):
   at a time against the 8 s model: the trickle's accept → finished against the model's own latency.
 - limits: 2,000 at once to a model the provider limits to 600 calls/min (429 past it), configured the same
   in PROVIDER_LIMITS: the provider's 429s and the rate the burst drains at.
+- relay: the relay's ceiling (one leader): the outbox of 10,000 lifecycles, accepted while it was paused,
+  drained by the relay alone.
 - accept: POST /v1/lifecycles closed-loop with the pipeline paused, on the web process (gunicorn) and, for
   comparison, on daphne and uvicorn serving the same project; then with the pipeline running, and at 500/s.
 
@@ -157,6 +159,11 @@ class Ledger:
         ).fetchone()
         return {name: round(float(value or 0), 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
 
+    def outbox_backlog(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM lifecycle_outboxmessage WHERE published_at IS NULL").fetchone()[
+            0
+        ]
+
     def redriven(self, tag: str) -> int:
         """The run's lifecycles the reconciler published again (it took them for lost)."""
         return self.conn.execute(
@@ -230,7 +237,18 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
 PIPELINE = ("relay", "generator", "bridge", "delivery", "worker", "beat")
 # The order they run in: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
 # message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
-ALL_SCENARIOS = ("burst", "overhead", "cpu", "flight", "sockets", "webhooks", "accept", "fairness", "limits")
+ALL_SCENARIOS = (
+    "burst",
+    "overhead",
+    "cpu",
+    "flight",
+    "sockets",
+    "webhooks",
+    "accept",
+    "fairness",
+    "limits",
+    "relay",
+)
 
 
 def accept_run(stack: ServiceProcesses, others: dict[str, str], key: str, ledger: Ledger, args) -> dict:
@@ -442,6 +460,41 @@ def limits_run(stack: ServiceProcesses, llm: str, key: str, ledger: Ledger, args
     }
 
 
+def relay_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
+    """The relay's ceiling (it publishes from one leader, so it does not scale out): ``--relay-backlog``
+    lifecycles accepted with the relay and the generator paused (two outbox messages each: the created
+    event and the generation request), then the relay alone released; messages published per second until
+    the outbox is empty. The generator is released after, and runs them."""
+    tag = uuid.uuid4().hex
+    body = json.dumps({"model": "echo/bench", "prompt": "hi", "metadata": {"run": tag}})
+    stack.signal("generator", signal.SIGSTOP)
+    try:
+        stack.signal("relay", signal.SIGSTOP)
+        try:
+            accepted = load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(args.relay_backlog),
+                            "--timeout", "600", "--body", body)  # fmt: skip
+            backlog = ledger.outbox_backlog()
+        finally:
+            stack.signal("relay", signal.SIGCONT)
+        released = time.monotonic()
+        left = backlog
+        while left and time.monotonic() - released < 600:
+            time.sleep(0.05)
+            left = ledger.outbox_backlog()
+        drained_s = time.monotonic() - released
+    finally:
+        stack.signal("generator", signal.SIGCONT)
+    n = accepted["outcomes"].get("202", 0)
+    counts = ledger.settle(tag, n, timeout=300)
+    return {
+        "messages": backlog,
+        "drained_s": round(drained_s, 2),
+        "messages_per_s": round(backlog / drained_s, 1),
+        "lifecycles_per_s": round(backlog / 2 / drained_s, 1),
+        "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
+    }
+
+
 def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the delivery
     process is paused, then released; attempts per second until all are delivered."""
@@ -623,6 +676,7 @@ def main() -> int:
     parser.add_argument("--flood", type=int, default=800, help="project A's requests at once (scenario fairness)")
     parser.add_argument("--trickle", type=int, default=20, help="project B's requests (scenario fairness)")
     parser.add_argument("--trickle-rate", type=float, default=2, help="project B's requests/s (scenario fairness)")
+    parser.add_argument("--relay-backlog", type=int, default=10000, help="lifecycles waiting (scenario relay)")
     parser.add_argument("--limited", type=int, default=2000, help="burst to the rate-limited model (scenario limits)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every process of the stack, to compare settings run by run")  # fmt: skip
@@ -727,6 +781,7 @@ def main() -> int:
                 "accept": lambda: accept_run(stack, others, key, ledger, args),
                 "fairness": lambda: fairness_run(stack, {"flood": key, "trickle": trickle_key}, ledger, args),
                 "limits": lambda: limits_run(stack, f"http://127.0.0.1:{llm_port}", key, ledger, args),
+                "relay": lambda: relay_run(stack, key, ledger, args),
             }
             for i in range(args.runs):
                 for name in (name for name in ALL_SCENARIOS if name in scenarios):
@@ -757,6 +812,10 @@ def main() -> int:
             f"once, then B {args.trickle} at {args.trickle_rate:g}/s",
         ),
         ("limits", f"{args.limited} at once to a model limited to {LIMITED_RPM}/min, configured the same"),
+        (
+            "relay",
+            f"the relay alone draining the outbox of {args.relay_backlog} lifecycles accepted while it was paused",
+        ),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")

@@ -193,6 +193,10 @@ def ensure_topics(*, timeout: float = 10.0, partitions: int | None = None) -> No
             topic,
             num_partitions=partitions or settings.KAFKA_TOPIC_PARTITIONS,
             replication_factor=settings.KAFKA_REPLICATION_FACTOR,
+            # With replicas, an acknowledged write (acks=all) is on this many of them.
+            config={"min.insync.replicas": str(settings.KAFKA_MIN_INSYNC_REPLICAS)}
+            if settings.KAFKA_MIN_INSYNC_REPLICAS > 1
+            else {},
         )
         for topic in TOPICS
         if topic not in existing

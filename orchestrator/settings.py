@@ -179,6 +179,9 @@ KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default=embedded.de
 KAFKA_CLIENT_CONFIG = env.dict("KAFKA_CLIENT_CONFIG", default={})
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
+# The replicas an acknowledged write must reach (topic config min.insync.replicas, set when topics are
+# created): 2 with a replication factor of 3 survives one broker lost without losing a write.
+KAFKA_MIN_INSYNC_REPLICAS = env.int("KAFKA_MIN_INSYNC_REPLICAS", default=1)
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=6000)
 # How long a fetch may wait on the broker for data. Kafka answers as soon as data arrives, so its default
 # costs no latency; the embedded broker waits it out, so the embedded stack sets 10 ms.

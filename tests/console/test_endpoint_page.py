@@ -77,3 +77,17 @@ def test_actions_need_change_permission_not_view(client):
         assert client.post(action).status_code == 403, action
     listing = client.get(reverse("admin:lifecycle_lifecycle_changelist")).content.decode()
     assert "Cancel the selected" not in listing and "Replay the selected" not in listing
+
+
+def test_the_endpoint_page_queries_the_same_however_many_attempts(admin_client, django_assert_max_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    few, _ = make_project("few")
+    many, _ = make_project("many")
+    rich_lifecycle(few, attempts=1)
+    rich_lifecycle(many, attempts=6, deliveries=4)
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(page_url(WebhookEndpoint.objects.get(project=few))).status_code == 200
+    with django_assert_max_num_queries(len(queries)):
+        assert admin_client.get(page_url(WebhookEndpoint.objects.get(project=many))).status_code == 200

@@ -110,6 +110,49 @@ def test_processes_start_only_once_servers_are_healthy_and_jobs_have_run(compose
     assert "createtopics" in services["topics"]["command"]
 
 
+def test_every_service_has_resource_limits(compose):
+    for name, service in compose["services"].items():
+        assert float(service["cpus"]) > 0, name
+        assert str(service["mem_limit"]).rstrip("mgMG").isdigit(), name
+    # Redpanda gets more memory than it is told to use (--memory=1G), or the kernel kills it first.
+    assert "--memory=1G" in compose["services"]["redpanda"]["command"]
+    assert compose["services"]["redpanda"]["mem_limit"] == "1536m"
+
+
+def redpanda_is_durable(command: list[str]) -> bool:
+    """Developer mode off (so acknowledged writes are fsynced), no development mode preset."""
+    return "--set=redpanda.developer_mode=false" in command and not any("--mode" in word for word in command)
+
+
+def test_redpanda_runs_in_production_mode(compose):
+    assert redpanda_is_durable(compose["services"]["redpanda"]["command"])
+
+
+def test_the_three_broker_variant_replicates_every_topic_three_times(compose):
+    binary = shutil.which("docker-compose")
+    cluster = PROJECT_DIR / "docker" / "compose.redpanda-cluster.yaml"
+    resolved = subprocess.run(
+        [binary, "-f", str(COMPOSE), "-f", str(cluster), "config"],
+        env=compose_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    services = yaml.safe_load(resolved.stdout)["services"]
+    brokers = ["redpanda", "redpanda-1", "redpanda-2"]
+
+    for broker in brokers:
+        command = services[broker]["command"]
+        assert redpanda_is_durable(command), broker
+        assert "--seeds=redpanda:33145,redpanda-1:33145,redpanda-2:33145" in command, broker
+        assert f"--advertise-kafka-addr=internal://{broker}:9092" in command, broker
+    volumes = [str(services[broker]["volumes"]) for broker in brokers]
+    assert len({v.split(":")[0] for v in volumes}) == 3  # a disk each
+    for name in [*PROCFILE, *ONE_SHOT_JOBS]:
+        env = services[name]["environment"]
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "redpanda:9092,redpanda-1:9092,redpanda-2:9092", name
+        assert (env["KAFKA_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2"), name
+        assert env["SECRET_KEY"] and env.get("PROCESS_NAME", name) == name  # the rest of it is kept
+    assert set(services["topics"]["depends_on"]) == set(brokers)
+
+
 def test_the_image_is_multi_stage_pinned_non_root_and_health_checked():
     dockerfile = DOCKERFILE.read_text()
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
