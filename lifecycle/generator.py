@@ -48,7 +48,7 @@ from django.conf import settings
 
 from lifecycle import generation, kafka, limits, outbox, scheduling, services
 from lifecycle.models import Lifecycle
-from orchestrator import db, logs, metrics, telemetry
+from orchestrator import db, liveness, logs, metrics, telemetry
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 
@@ -225,6 +225,7 @@ class Generator:
             ]
             self.clients = itertools.cycle(shards)
             while not self.stop.requested:
+                liveness.beat()
                 full = len(self.waiting) >= self.lookahead
                 if full != self.idle.held:
                     await self._kafka(self.idle.hold, full)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from lifecycle import kafka
 from lifecycle.models import OutboxMessage
 from lifecycle.outbox import NOTIFY_CHANNEL
-from orchestrator import db
+from orchestrator import db, liveness
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 
@@ -236,6 +236,7 @@ def serve(stop: GracefulExit) -> int:
 def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, database: Outage, broker: Outage) -> None:
     last_prune = time.monotonic()
     while not stop.requested:
+        liveness.beat()
         try:
             sent = relay.publish_pending()
         except Exception as exc:

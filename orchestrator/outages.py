@@ -18,6 +18,8 @@ import redis
 from confluent_kafka import KafkaError, KafkaException
 from django.db import InterfaceError, OperationalError
 
+from orchestrator import liveness
+
 # A server unreachable, restarting, or failing over. Anything else is a bug or a bad message, not an outage.
 TRANSIENT: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -84,6 +86,7 @@ class Outage:
         return self.since is not None
 
     def failed(self, exc: BaseException | str) -> float:
+        liveness.beat()  # a process riding out an outage is alive
         now = time.monotonic()
         if self.since is None:
             self.since, self.last_logged = now, now

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from orchestrator import liveness
+
 
 class GracefulExit:
     """Set on SIGTERM or SIGINT; the loop finishes the work in hand, then returns."""
@@ -22,6 +24,7 @@ class GracefulExit:
         return self.event.is_set()
 
     def wait(self, seconds: float) -> bool:
+        liveness.beat()  # waiting (for a server, for leadership) is not hanging
         return self.event.wait(seconds)
 
 

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from lifecycle import kafka, outbox
 from lifecycle.outbox import TOPIC_EVENTS
-from orchestrator import db, metrics
+from orchestrator import db, liveness, metrics
 from orchestrator.outages import Outage, transient
 from orchestrator.process import GracefulExit
 from realtime.groups import lifecycle_group, subscriber_group
@@ -66,6 +66,7 @@ class Bridge:
         await self._kafka(lambda: self.consumer.subscribe([TOPIC_EVENTS], on_revoke=self.idle.forget))
         listener = asyncio.create_task(db.listen({outbox.NOTIFY_CHANNEL: lambda _: self.idle.wake()}, "bridge"))
         while not self.stop.requested:
+            liveness.beat()
             await self.idle.doze(self._kafka)
             messages = await self._kafka(self.idle.consume, 500, 0.1)
             events = []

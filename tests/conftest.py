@@ -102,6 +102,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         MODEL_PRICES='{"echo/priced": [1000000, 2000000]}',
         GENERATOR_CAPS_REFRESH_S="1",
     )
+    processes.env["LIVENESS_DIR"] = str(processes.log_dir)  # the loops' beats (tests/orchestrator/test_liveness.py)
     processes.start(*PROCFILE)
     with django_db_blocker.unblock():
         _warm_up(processes)

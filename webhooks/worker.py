@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.utils import timezone
 
-from orchestrator import db, logs, metrics, telemetry
+from orchestrator import db, liveness, logs, metrics, telemetry
 from orchestrator.process import GracefulExit
 from webhooks import sender, services
 
@@ -89,6 +89,7 @@ class DeliveryWorker:
 
     async def _claim_until_stopped(self) -> None:
         while not self.stop.requested:
+            liveness.beat()
             self.wake.clear()
             room = self.concurrency - len(self.tasks)
             self.held_back = room <= 0

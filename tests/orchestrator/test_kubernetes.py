@@ -29,6 +29,9 @@ def render(path: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
 
 
+LOOPS = ("relay", "generator", "bridge", "delivery")
+
+
 @pytest.fixture(scope="module", params=["base", "overlays/example"])
 def objects(request) -> list[dict]:
     return render(request.param)
@@ -85,6 +88,9 @@ def test_servers_are_probed_and_routed_and_every_process_survives_a_drain(object
         assert container["ports"] == [{"name": "http", "containerPort": port}]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for name in LOOPS:  # no HTTP: their work loops beat (orchestrator/liveness.py)
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["exec"]["command"] == ["python", "-m", "orchestrator.liveness", name, "60"]
     assert budgets == set(PROCFILE) - {"beat"}  # beat is a single scheduler
     routes = {
         path["path"]: path["backend"]["service"]["name"]
