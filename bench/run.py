@@ -21,6 +21,8 @@ stack is quiet (no lifecycle of an earlier scenario still moving):
   at a time against the 8 s model: the trickle's accept → finished against the model's own latency.
 - limits: 2,000 at once to a model the provider limits to 600 calls/min (429 past it), configured the same
   in PROVIDER_LIMITS: the provider's 429s and the rate the burst drains at.
+- endpoints: one slow endpoint (5 s per answer) beside a fast one: the fast one's delivery p99, alone and
+  beside.
 - relay: the relay's ceiling (one leader): the outbox of 10,000 lifecycles, accepted while it was paused,
   drained by the relay alone.
 - accept: POST /v1/lifecycles closed-loop with the pipeline paused, on the web process (gunicorn) and, for
@@ -158,6 +160,17 @@ class Ledger:
             [tag],
         ).fetchone()
         return {name: round(float(value or 0), 2) for name, value in zip(("p50_s", "p95_s", "max_s"), row, strict=True)}
+
+    def delivery_percentiles(self, tag: str) -> dict[str, float]:
+        """ms from a delivery's creation (its lifecycle generated) to its delivery, p50 and p99, for a run."""
+        row = self.conn.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.99) WITHIN GROUP (ORDER BY s) "
+            "FROM (SELECT extract(epoch FROM d.delivered_at - d.created_at) * 1000 AS s FROM webhooks_delivery d "
+            "JOIN lifecycle_lifecycle l ON l.id = d.lifecycle_id WHERE l.metadata->>'run' = %s "
+            "AND d.delivered_at IS NOT NULL) t",
+            [tag],
+        ).fetchone()
+        return {"p50": round(float(row[0] or 0), 1), "p99": round(float(row[1] or 0), 1)}
 
     def outbox_backlog(self) -> int:
         return self.conn.execute("SELECT count(*) FROM lifecycle_outboxmessage WHERE published_at IS NULL").fetchone()[
@@ -460,6 +473,51 @@ def limits_run(stack: ServiceProcesses, llm: str, key: str, ledger: Ledger, args
     }
 
 
+def slow_endpoint_run(stack: ServiceProcesses, keys: dict[str, str], ledger: Ledger, args) -> dict:
+    """One slow endpoint (5 s per answer) beside a fast one (#18): the fast endpoint's deliveries at
+    ``--endpoint-rate``/s for ``--endpoint-seconds``, alone, then again while the slow endpoint is offered
+    ``--slow-rate``/s (more than its attempts in flight can take: its backlog grows). The fast one's
+    delivery latency (delivery created → delivered), p50 and p99, alone and beside; the slow one is held to
+    ``WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`` attempts at a time."""
+    url = f"{stack.base_url}/v1/lifecycles"
+
+    def body(tag: str) -> str:
+        return json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "webhook"},
+                           "metadata": {"run": tag}})  # fmt: skip
+
+    def fast(tag: str) -> dict:
+        return load("rate", url, keys["fast"], "--seconds", str(args.endpoint_seconds),
+                    "--rate", str(args.endpoint_rate), "--body", body(tag))  # fmt: skip
+
+    alone, beside, slow = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    a = fast(alone)
+    ledger.settle(alone, a["outcomes"].get("202", 0), timeout=120)
+    with ThreadPoolExecutor(2) as pool:
+        slow_load = pool.submit(
+            load, "rate", url, keys["slow"], "--seconds", str(args.endpoint_seconds),
+            "--rate", str(args.slow_rate), "--body", body(slow),
+        )  # fmt: skip
+        b = fast(beside)
+        s = slow_load.result()
+    ledger.settle(beside, b["outcomes"].get("202", 0), timeout=120)
+    alone_ms, beside_ms = ledger.delivery_percentiles(alone), ledger.delivery_percentiles(beside)
+    slow_n = s["outcomes"].get("202", 0)
+    ledger.settle(slow, slow_n, timeout=slow_n * 5 / 8 + 120)
+    return {
+        "fast_deliveries": a["outcomes"].get("202", 0) + b["outcomes"].get("202", 0),
+        "fast_alone_p50_ms": alone_ms["p50"],
+        "fast_alone_p99_ms": alone_ms["p99"],
+        "fast_beside_slow_p50_ms": beside_ms["p50"],
+        "fast_beside_slow_p99_ms": beside_ms["p99"],
+        "p99_beside_over_alone": round(beside_ms["p99"] / alone_ms["p99"], 2) if alone_ms["p99"] else None,
+        "slow_deliveries": slow_n,
+        "slow_delivered": ledger.delivered(slow),
+        "ledger_ok": all(
+            balanced(run["ids"], ledger.statuses(tag), ledger, tag) for run, tag in ((a, alone), (b, beside), (s, slow))
+        ),
+    }
+
+
 def relay_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     """The relay's ceiling (it publishes from one leader, so it does not scale out): ``--relay-backlog``
     lifecycles accepted with the relay and the generator paused (two outbox messages each: the created
@@ -676,6 +734,9 @@ def main() -> int:
     parser.add_argument("--flood", type=int, default=800, help="project A's requests at once (scenario fairness)")
     parser.add_argument("--trickle", type=int, default=20, help="project B's requests (scenario fairness)")
     parser.add_argument("--trickle-rate", type=float, default=2, help="project B's requests/s (scenario fairness)")
+    parser.add_argument("--endpoint-rate", type=float, default=50, help="fast endpoint's deliveries/s (endpoints)")
+    parser.add_argument("--slow-rate", type=float, default=4, help="slow endpoint's deliveries/s (endpoints)")
+    parser.add_argument("--endpoint-seconds", type=float, default=20, help="seconds of load (scenario endpoints)")
     parser.add_argument("--relay-backlog", type=int, default=10000, help="lifecycles waiting (scenario relay)")
     parser.add_argument("--limited", type=int, default=2000, help="burst to the rate-limited model (scenario limits)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -706,8 +767,9 @@ def main() -> int:
         }
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT_DIR, check=True)
-        key, overhead_key, webhooks_key, trickle_key = (
-            create_project(n) for n in ("bench", "bench-overhead", "bench-webhooks", "bench-trickle")
+        key, overhead_key, webhooks_key, trickle_key, fast_key, slow_key = (
+            create_project(n)
+            for n in ("bench", "bench-overhead", "bench-webhooks", "bench-trickle", "bench-fast", "bench-slow")
         )
         backend_port = free_port()
         backend = subprocess.Popen([sys.executable, "-m", "tests.fakes.customer_backend", str(backend_port)],
@@ -755,6 +817,8 @@ def main() -> int:
             ledger.settle(warm, 5, timeout=60)
             register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}", "now")
             register_endpoint(stack.base_url, webhooks_key, f"http://127.0.0.1:{backend_port}", "silent")
+            register_endpoint(stack.base_url, fast_key, f"http://127.0.0.1:{backend_port}", "silent", "fast")
+            register_endpoint(stack.base_url, slow_key, f"http://127.0.0.1:{backend_port}", "hang", "slow")
             results: dict[str, list[dict]] = {s: [] for s in scenarios}
 
             def burst() -> dict:
@@ -782,6 +846,7 @@ def main() -> int:
                 "fairness": lambda: fairness_run(stack, {"flood": key, "trickle": trickle_key}, ledger, args),
                 "limits": lambda: limits_run(stack, f"http://127.0.0.1:{llm_port}", key, ledger, args),
                 "relay": lambda: relay_run(stack, key, ledger, args),
+                "endpoints": lambda: slow_endpoint_run(stack, {"fast": fast_key, "slow": slow_key}, ledger, args),
             }
             for i in range(args.runs):
                 for name in (name for name in ALL_SCENARIOS if name in scenarios):
@@ -829,15 +894,16 @@ def main() -> int:
     return 1 if void else 0
 
 
-def register_endpoint(base: str, key: str, backend: str, script: str) -> None:
+def register_endpoint(base: str, key: str, backend: str, script: str, scenario: str = "") -> None:
     """A project's endpoint on the customer backend: ``now`` answers 200 and calls back at once, ``silent``
-    only answers 200 (tests/fakes/customer_backend.py)."""
+    only answers 200, ``hang`` answers 200 after 5 s (tests/fakes/customer_backend.py)."""
     import httpx
 
-    created = httpx.post(f"{base}/v1/webhook-endpoints", json={"url": f"{backend}/hooks/bench-{script}/{script}"},
+    scenario = f"bench-{scenario or script}"
+    created = httpx.post(f"{base}/v1/webhook-endpoints", json={"url": f"{backend}/hooks/{scenario}/{script}"},
                          headers={"Authorization": f"Bearer {key}"})  # fmt: skip
     created.raise_for_status()
-    share = httpx.post(f"{backend}/secrets/bench-{script}", json={"secrets": [created.json()["secret"]]})
+    share = httpx.post(f"{backend}/secrets/{scenario}", json={"secrets": [created.json()["secret"]]})
     share.raise_for_status()
 
 
