@@ -261,6 +261,7 @@ ALL_SCENARIOS = (
     "fairness",
     "limits",
     "relay",
+    "endpoints",
 )
 
 
@@ -881,6 +882,7 @@ def main() -> int:
             "relay",
             f"the relay alone draining the outbox of {args.relay_backlog} lifecycles accepted while it was paused",
         ),
+        ("endpoints", f"a fast endpoint at {args.endpoint_rate:g}/s alone, then beside one answering in 5 s"),
     ):
         if results.get(name):
             print(f"\n## {name}: {title}\n")
