@@ -14,6 +14,16 @@ from tests.webhooks.helpers import endpoint
 pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def log_in(page, stack, *, height: int):
+    """The operator's login, on a page 1280 wide and ``height`` tall (the screenshots' size)."""
+    page.set_viewport_size({"width": 1280, "height": height})
+    page.goto(f"{stack.base_url}/admin/login/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    return page
+
+
 @pytest.fixture
 def operator(transactional_db) -> None:
     # Before the browser starts: Playwright's event loop makes the ORM refuse to run in this thread.
@@ -28,13 +38,7 @@ def test_an_operator_logs_in_and_reads_the_timeline_of_a_finished_lifecycle(
         api, {"model": "echo/support-bot", "prompt": "Where is order A-1001?", "metadata": {"order": "A-1001"}}
     )
     wait_status(api, lifecycle["id"], timeout=30)
-    page = browser_page
-    page.set_viewport_size({"width": 1280, "height": 1500})
-
-    page.goto(f"{stack.base_url}/admin/login/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "correct horse battery")
-    page.click("input[type=submit]")
+    page = log_in(browser_page, stack, height=1500)
     page.goto(f"{stack.base_url}/admin/lifecycle/lifecycle/?q=A-1001")
     page.click(f"text={lifecycle['id'][:8]}")
     page.wait_for_selector(".lc-timeline")
@@ -62,12 +66,7 @@ def test_from_the_overview_an_operator_finds_the_failing_step_and_the_slowest_on
     assert wait_status(api, failed["id"], timeout=30)["status"] == "failed"
     assert wait_status(api, slow["id"], timeout=30)["status"] == "completed"
     shots = Path(os.environ.get("SCREENSHOT_DIR", tmp_path))
-    page = browser_page
-    page.set_viewport_size({"width": 1280, "height": 1000})
-    page.goto(f"{stack.base_url}/admin/login/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "correct horse battery")
-    page.click("input[type=submit]")
+    page = log_in(browser_page, stack, height=1000)
 
     page.click("text=Overview: the last hour at a glance")
     page.wait_for_selector("#throughput svg rect")
