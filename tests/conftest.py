@@ -103,11 +103,13 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, fake_openai):
         GENERATOR_CAPS_REFRESH_S="1",
     )
     processes.env["LIVENESS_DIR"] = str(processes.log_dir)  # the loops' beats (tests/orchestrator/test_liveness.py)
-    processes.start(*PROCFILE)
-    with django_db_blocker.unblock():
-        _warm_up(processes)
-    yield processes
-    processes.stop_all()
+    try:
+        processes.start(*PROCFILE)
+        with django_db_blocker.unblock():
+            _warm_up(processes)
+        yield processes
+    finally:  # a warm-up that fails must not leave the processes running after the session
+        processes.stop_all()
 
 
 def _warm_up(processes: ServiceProcesses) -> None:
