@@ -563,31 +563,43 @@ def relay_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
 
 def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the delivery
-    process is paused, then released; attempts per second until all are delivered."""
+    process is paused, then released; attempts per second until all are delivered. With
+    ``--webhook-endpoints`` K > 1, the deliveries are spread over K endpoints of the receiver (one endpoint's
+    in-flight cap no longer bounds the rate)."""
     tag = uuid.uuid4().hex
-    body = json.dumps(
-        {"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "webhook"}, "metadata": {"run": tag}}
-    )
+    endpoints = args.webhook_endpoint_ids
+
+    def body(endpoint_id: str) -> str:
+        delivery = {"mode": "webhook", "endpoint_id": endpoint_id}
+        return json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": delivery, "metadata": {"run": tag}})
+
     stack.signal("delivery", signal.SIGSTOP)
     try:
-        accepted = load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(args.webhooks),
-                        "--timeout", "600", "--body", body)  # fmt: skip
-        ledger.wait_deliveries(tag, accepted["outcomes"].get("202", 0), timeout=300)
+        share = args.webhooks // len(endpoints)
+        with ThreadPoolExecutor(len(endpoints)) as pool:
+            loads = list(pool.map(
+                lambda endpoint_id: load("burst", f"{stack.base_url}/v1/lifecycles", key, "--n", str(share),
+                                         "--timeout", "600", "--body", body(endpoint_id)),
+                endpoints,
+            ))  # fmt: skip
+        accepted = sum(run["outcomes"].get("202", 0) for run in loads)
+        ledger.wait_deliveries(tag, accepted, timeout=300)
     finally:
         stack.signal("delivery", signal.SIGCONT)
     released = time.monotonic()
     delivered = 0
-    while time.monotonic() - released < 600 and delivered < accepted["outcomes"].get("202", 0):
+    while time.monotonic() - released < 600 and delivered < accepted:
         delivered = ledger.delivered(tag)
         time.sleep(0.2)
     elapsed = time.monotonic() - released
-    counts = ledger.settle(tag, accepted["outcomes"].get("202", 0), timeout=60)
+    counts = ledger.settle(tag, accepted, timeout=60)
     return {
+        "endpoints": len(endpoints),
         "deliveries": delivered,
         "delivered_in_s": round(elapsed, 2),
         "deliveries_per_s": round(delivered / elapsed, 1),
         **ledger.attempt_times(tag),
-        "ledger_ok": balanced(accepted["ids"], counts, ledger, tag),
+        "ledger_ok": balanced([i for run in loads for i in run["ids"]], counts, ledger, tag),
     }
 
 
@@ -734,6 +746,7 @@ def main() -> int:
     parser.add_argument("--overhead-rates", default="5,50", help="lifecycles/s offered, comma-separated (overhead)")
     parser.add_argument("--flight", type=int, default=10000, help="lifecycles in flight at once (scenario flight)")
     parser.add_argument("--webhooks", type=int, default=2000, help="deliveries queued at once (scenario webhooks)")
+    parser.add_argument("--webhook-endpoints", type=int, default=1, help="endpoints they go to (scenario webhooks)")
     parser.add_argument("--sockets", type=int, default=5000, help="sockets open at once (scenario sockets)")
     parser.add_argument("--cycles", type=int, default=10000, help="connect/disconnect cycles (scenario sockets)")
     parser.add_argument("--cpu-rate", type=float, default=20, help="lifecycles/s offered (scenario cpu)")
@@ -824,7 +837,11 @@ def main() -> int:
                  "--body", json.dumps({"model": "echo/warm", "prompt": "x", "metadata": {"run": warm}}))  # fmt: skip
             ledger.settle(warm, 5, timeout=60)
             register_endpoint(stack.base_url, overhead_key, f"http://127.0.0.1:{backend_port}", "now")
-            register_endpoint(stack.base_url, webhooks_key, f"http://127.0.0.1:{backend_port}", "silent")
+            args.webhook_endpoint_ids = [
+                register_endpoint(stack.base_url, webhooks_key, f"http://127.0.0.1:{backend_port}", "silent",
+                                  f"silent-{n}" if n else "")
+                for n in range(args.webhook_endpoints)
+            ]  # fmt: skip
             register_endpoint(stack.base_url, fast_key, f"http://127.0.0.1:{backend_port}", "silent", "fast")
             register_endpoint(stack.base_url, slow_key, f"http://127.0.0.1:{backend_port}", "hang", "slow")
             results: dict[str, list[dict]] = {s: [] for s in scenarios}
@@ -903,7 +920,7 @@ def main() -> int:
     return 1 if void else 0
 
 
-def register_endpoint(base: str, key: str, backend: str, script: str, scenario: str = "") -> None:
+def register_endpoint(base: str, key: str, backend: str, script: str, scenario: str = "") -> str:
     """A project's endpoint on the customer backend: ``now`` answers 200 and calls back at once, ``silent``
     only answers 200, ``hang`` answers 200 after 5 s (tests/fakes/customer_backend.py)."""
     import httpx
@@ -914,6 +931,7 @@ def register_endpoint(base: str, key: str, backend: str, script: str, scenario: 
     created.raise_for_status()
     share = httpx.post(f"{backend}/secrets/{scenario}", json={"secrets": [created.json()["secret"]]})
     share.raise_for_status()
+    return created.json()["id"]
 
 
 if __name__ == "__main__":
