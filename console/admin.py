@@ -50,6 +50,14 @@ def status_badge(status: str):
     )
 
 
+def changing(model_admin: admin.ModelAdmin, request, model, pk):
+    """The object a page's action works on (cancel, replay, resend, recover, enable): a POST, by someone with
+    change permission, not only view, since it changes what happens to a customer's work."""
+    if request.method != "POST" or not model_admin.has_change_permission(request):
+        raise PermissionDenied
+    return get_object_or_404(model, pk=pk)
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -223,10 +231,7 @@ class LifecycleAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def _lifecycle_for(self, request, lifecycle_id) -> Lifecycle:
-        # Cancel, replay and resend change what happens to a customer's work: change permission, not view.
-        if request.method != "POST" or not self.has_change_permission(request):
-            raise PermissionDenied
-        return get_object_or_404(Lifecycle, pk=lifecycle_id)
+        return changing(self, request, Lifecycle, lifecycle_id)
 
     def cancel_one(self, request, lifecycle_id):
         lifecycle = self._lifecycle_for(request, lifecycle_id)
@@ -325,9 +330,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def _endpoint_for(self, request, endpoint_id) -> WebhookEndpoint:
-        if request.method != "POST" or not self.has_change_permission(request):
-            raise PermissionDenied
-        return get_object_or_404(WebhookEndpoint, pk=endpoint_id)
+        return changing(self, request, WebhookEndpoint, endpoint_id)
 
     def recover(self, request, endpoint_id):
         endpoint = self._endpoint_for(request, endpoint_id)

@@ -6,27 +6,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
-from webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
+from console.overview import endpoint_attempts
+from webhooks.models import DeliveryAttempt, WebhookEndpoint
 
 RECENT = 50
 DAY = timedelta(days=1)
 
-_HEALTH = (
-    "SELECT count(*), count(*) FILTER (WHERE a.outcome <> 'succeeded'), "  # noqa: S608
-    "percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms), "
-    "percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_ms) "
-    f"FROM {DeliveryAttempt._meta.db_table} a JOIN {Delivery._meta.db_table} d ON d.id = a.delivery_id "
-    "WHERE d.endpoint_id = %s AND a.started_at >= %s"
-)
-
 
 def context(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    with connection.cursor() as cursor:
-        cursor.execute(_HEALTH, [endpoint.id, timezone.now() - DAY])
-        total, failed, p50, p95 = cursor.fetchone()
+    now = timezone.now()
+    found = endpoint_attempts(now - DAY, now, endpoint_id=endpoint.id)
+    total, failed, p50, p95 = found[0][3:] if found else (0, 0, None, None)
     recent = DeliveryAttempt.objects.filter(delivery__endpoint=endpoint).select_related("delivery")
     return {
         "endpoint_obj": endpoint,

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
+from console import units
 from lifecycle.models import Lifecycle, OutboxMessage
 from lifecycle.states import Status
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
@@ -117,22 +118,31 @@ def failures(window: Window) -> list[dict[str, Any]]:
     return [{"step": step or "?", "code": code or "?", "count": count} for step, code, count in rows]
 
 
+_ENDPOINT_ATTEMPTS = (
+    f"SELECT e.id, e.url, e.enabled, count(*), count(*) FILTER (WHERE a.outcome <> 'succeeded'), "  # noqa: S608
+    "percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms), "
+    "percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_ms) "
+    f"FROM {DeliveryAttempt._meta.db_table} a JOIN {Delivery._meta.db_table} d ON d.id = a.delivery_id "
+    f"JOIN {WebhookEndpoint._meta.db_table} e ON e.id = d.endpoint_id "
+    "WHERE a.started_at >= %s AND a.started_at < %s {endpoint} GROUP BY e.id, e.url, e.enabled"
+)
+
+
+def endpoint_attempts(since: datetime, until: datetime, endpoint_id=None) -> list[tuple]:
+    """Per endpoint with attempts from ``since`` to ``until`` (or only ``endpoint_id``'s): its id, url,
+    whether enabled, attempts, failed attempts, and the p50 and p95 latency in ms."""
+    if endpoint_id is None:
+        return _rows(_ENDPOINT_ATTEMPTS.format(endpoint=""), [since, until])
+    return _rows(_ENDPOINT_ATTEMPTS.format(endpoint="AND e.id = %s"), [since, until, endpoint_id])
+
+
 def endpoints(window: Window) -> dict[str, list[dict[str, Any]]]:
     """Every endpoint with attempts in the window: attempts, failures, success rate, p50 / p95 latency."""
-    rows = _rows(
-        f"SELECT e.id, e.url, e.enabled, count(*), count(*) FILTER (WHERE a.outcome <> 'succeeded'), "  # noqa: S608
-        "percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms), "
-        "percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_ms) "
-        f"FROM {DeliveryAttempt._meta.db_table} a JOIN {Delivery._meta.db_table} d ON d.id = a.delivery_id "
-        f"JOIN {WebhookEndpoint._meta.db_table} e ON e.id = d.endpoint_id "
-        "WHERE a.started_at >= %s AND a.started_at < %s GROUP BY e.id, e.url, e.enabled",
-        [window.since, window.until],
-    )
     found = [
         {"id": id_, "url": url, "enabled": enabled, "attempts": attempts, "failed": failed,
-         "success": f"{(attempts - failed) / attempts:.0%}", "p50": _ms(_s(p50)), "p95": _ms(_s(p95)),
-         "p95_ms": p95 or 0}
-        for id_, url, enabled, attempts, failed, p50, p95 in rows
+         "success": f"{(attempts - failed) / attempts:.0%}", "p50": units.duration(p50),
+         "p95": units.duration(p95), "p95_ms": p95 or 0}
+        for id_, url, enabled, attempts, failed, p50, p95 in endpoint_attempts(window.since, window.until)
     ]  # fmt: skip
     failing = sorted((e for e in found if e["failed"]), key=lambda e: (-e["failed"], e["url"]))[:5]
     slowest = sorted(found, key=lambda e: -e["p95_ms"])[:5]
@@ -166,12 +176,5 @@ def consumer_lag() -> list[tuple[str, str, int]] | None:
         return None
 
 
-def _s(milliseconds: float | None) -> float | None:
-    return None if milliseconds is None else milliseconds / 1000
-
-
 def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    milliseconds = float(seconds) * 1000
-    return f"{milliseconds / 1000:.2f} s" if milliseconds >= 1000 else f"{milliseconds:.0f} ms"
+    return units.duration(None if seconds is None else float(seconds) * 1000)

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from console import units
 from lifecycle.models import Lifecycle, TimelineEvent
 from lifecycle.states import TERMINAL, Status
 
@@ -50,15 +51,11 @@ class Bar:
 
     @property
     def duration(self) -> str:
-        return _ms(self.duration_ms)
+        return units.duration(self.duration_ms)
 
     @property
     def payload_json(self) -> str:
         return json.dumps(self.payload, default=str, ensure_ascii=False, indent=1) if self.payload else ""
-
-
-def _ms(value: float) -> str:
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
 def _attempt_span(event: TimelineEvent) -> tuple[datetime, datetime]:
@@ -142,5 +139,5 @@ def _laid_out(bars: list[Bar], start: datetime, end: datetime) -> dict[str, Any]
     phases = [bar for bar in bars if bar.kind == "phase"]
     if len(phases) > 1:
         max(phases, key=lambda bar: bar.duration_ms).slowest = True
-    ticks = [{"left": share * 100, "label": _ms(total_ms * share)} for share in (0, 0.25, 0.5, 0.75, 1)]
-    return {"bars": bars, "ticks": ticks, "total": _ms(total_ms)}
+    ticks = [{"left": share * 100, "label": units.duration(total_ms * share)} for share in (0, 0.25, 0.5, 0.75, 1)]
+    return {"bars": bars, "ticks": ticks, "total": units.duration(total_ms)}

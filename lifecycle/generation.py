@@ -82,7 +82,8 @@ async def _generate(
 ) -> None:
     on_delta = stream.add if stream else None
     gate = limits.gate()
-    estimated = limits.estimate_tokens(lifecycle.messages, lifecycle.params)
+    # The request's estimate, as the API made it (the same for every model tried).
+    estimated = (admitted and admitted[1]) or limits.estimate_tokens(lifecycle.messages, lifecycle.params)
     last_error = "no model was tried"
     # When every model refused the request itself (a non-retryable 4xx), the request is what was wrong.
     all_refused = True
@@ -96,7 +97,7 @@ async def _generate(
         )
         for attempt in range(settings.PROVIDER_MAX_RETRIES + 1):
             if admitted and admitted[0] == model:
-                estimated, admitted = admitted[1] or estimated, None
+                admitted = None  # its first call was admitted before the claim
             else:  # paused by another generation's 429, or at its configured limit
                 await gate.wait(model, estimated)
             started = time.perf_counter()

@@ -157,18 +157,18 @@ class Generator:
         self.caps: dict[str, int] = {}
         self.held_wake: asyncio.TimerHandle | None = None
         self.lookahead = max(1, settings.GENERATOR_LOOKAHEAD)
-        # Slots held per project (dispatched or running), and the most one project may hold: the rest stay
-        # open, so another project's request starts at once instead of waiting for a slot to free.
+        # Slots held per project (generations dispatched: being admitted, claimed or running), and the most
+        # one project may hold: the rest stay open, so another project's request starts at once instead of
+        # waiting for a slot to free.
         self.held: collections.Counter[str] = collections.Counter()
         self.project_most = max(1, math.floor(concurrency * settings.GENERATOR_PROJECT_SHARE))
-        self.in_flight = 0  # generations dispatched: being claimed or running
         self.clients = None  # the HTTP clients, taken in turn, once run() has opened them
         self._gauged: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
-        # Lifecycle id → its generation (to abandon on cancel) and the claim's fencing token (to renew with).
-        self.running: dict[str, tuple[asyncio.Task, int]] = {}
+        # Lifecycle id → its generation (to abandon on cancel), the claim's fencing token (to renew with) and
+        # its project (to renew its cap's lease with).
+        self.running: dict[str, tuple[asyncio.Task, int, str]] = {}
         self.abandoned: dict[str, str] = {}  # lifecycle id → why its generation was cancelled
-        self.running_projects: dict[str, str] = {}  # lifecycle id → its project (to renew its cap's lease)
         self.broker = Outage("generator: Kafka", log)
         self.handled = 0
         # Every call into librdkafka happens on this one thread, rebalance callbacks included.
@@ -272,7 +272,7 @@ class Generator:
         the models and projects on hold: admitted (provider limits, project caps), claimed in one
         transaction, then each generation as its own task. Called when requests arrive, when one ends, and
         when a hold ends."""
-        free = self.concurrency - self.in_flight
+        free = self.concurrency - self.held.total()
         if free <= 0 or not len(self.waiting) or self.clients is None or self.stop.requested:
             return  # (stopping: what waits is left uncommitted, for the partitions' next owner)
         held_projects, held_models = self.gate.holds()
@@ -285,7 +285,6 @@ class Generator:
         if not batch:
             self._wake_when_released()
             return
-        self.in_flight += len(batch)
         self.held.update(request.project for request in batch)
         task = asyncio.create_task(self._admit_claim_and_start(batch))
         self.tasks.add(task)
@@ -307,25 +306,24 @@ class Generator:
         """The batch's requests that may start now; the others go back to their place in the queue, their
         model or project held until Redis says (limits.Gate)."""
         admitted, back = [], []
+        project_held, model_held = self.gate.holds()
         for request in batch:
-            project_held, model_held = self.gate.holds()
-            cap = self.caps.get(request.project)
             if request.project in project_held or request.model in model_held:
                 back.append(request)
                 continue
             if request.lifecycle_id is not None:
                 admission = await self.gate.admit(
-                    model=request.model, tokens=request.tokens, project=request.project, cap=cap,
-                    member=str(request.lifecycle_id),
+                    model=request.model, tokens=request.tokens, project=request.project,
+                    cap=self.caps.get(request.project), member=str(request.lifecycle_id),
                 )  # fmt: skip
                 if admission.outcome != limits.ADMITTED:
                     back.append(request)
+                    project_held, model_held = self.gate.holds()  # the refusal held its model or project
                     continue
             admitted.append(request)
         for request in reversed(back):
             self._queue(request, front=True)
         if back:
-            self.in_flight -= len(back)
             self.held.subtract(request.project for request in back)
             self._wake_when_released()
         return admitted
@@ -395,7 +393,6 @@ class Generator:
             self.tasks.discard(t)
             self.tracker.finished(topic, partition, offset)
             self.handled += 1
-            self.in_flight -= 1
             self.held[request.project] -= 1
             if self.held[request.project] <= 0:
                 del self.held[request.project]
@@ -429,14 +426,14 @@ class Generator:
         every = max(0.5, settings.GENERATION_LEASE_S / 3)
         while True:
             await asyncio.sleep(every)
-            held = {lifecycle_id: token for lifecycle_id, (_, token) in self.running.items()}
+            held = {lifecycle_id: token for lifecycle_id, (_, token, _) in self.running.items()}
             if not held:
                 continue
             # Tried again at once on another connection, not next round: after PostgreSQL restarted, each
             # database thread finds its connection broken once, and the leases must not run out meanwhile.
             lost = await db.patiently(services.generation_leases_renew, held=held)
             capped: dict[str, list[str]] = {}
-            for lifecycle_id, project in self.running_projects.items():
+            for lifecycle_id, (_, _, project) in self.running.items():
                 if project in self.caps:
                     capped.setdefault(project, []).append(lifecycle_id)
             await self.gate.renew(capped)
@@ -463,8 +460,7 @@ class Generator:
                 log.info("generator: nothing to do (already claimed, finished or cancelled)")
                 return
             key = str(lifecycle_id)
-            self.running[key] = (asyncio.current_task(), lifecycle.attempts)
-            self.running_projects[key] = request.project
+            self.running[key] = (asyncio.current_task(), lifecycle.attempts, request.project)
             log.info("generator: generating with %s", lifecycle.model)
             try:
                 with telemetry.span("lifecycle.generate", parent=lifecycle.traceparent, lifecycle_id=key):
@@ -485,7 +481,6 @@ class Generator:
                 )
             finally:
                 self.running.pop(key, None)
-                self.running_projects.pop(key, None)
                 self.abandoned.pop(key, None)
         except Exception as exc:  # a message no handler can process must not stop the others
             if transient(exc):
