@@ -28,6 +28,7 @@ import time
 from urllib.parse import parse_qs
 
 import orjson
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -63,6 +64,17 @@ class _CountedSocket(AsyncJsonWebsocketConsumer):
     counted_token: str | None = None
     expiry: asyncio.TimerHandle | None = None
     closing_for_expiry: asyncio.Future | None = None
+
+    async def dispatch(self, message: dict) -> None:
+        """Hand ``message`` to its handler. Channels' own dispatch first runs ``close_old_connections`` on the
+        process's one sync thread before every message a socket gets (its connect, each event, its close): a
+        thread hop per message per socket, for connections this process never opens there. Every database
+        call of a socket goes through :func:`realtime.messages.in_db_thread`, whose thread closes stale
+        connections before and after the call, so the hop bought nothing."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     def query(self) -> dict[str, list[str]]:
         return parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
