@@ -31,16 +31,19 @@ def count_key(token: str) -> str:
     return "ws:connections:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
+# Count one more socket unless the token is at its limit, in one round trip. A web process killed with open
+# sockets never releases them, so the count dies with the token (its TTL is the token's, and a minute).
+_ACQUIRE = (
+    "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+    "if n > tonumber(ARGV[2]) then redis.call('DECR', KEYS[1]) return 0 end return 1"
+)
+
+
 async def acquire(token: str) -> bool:
     """Count one more socket for ``token``; False (and nothing counted) when it is at its limit."""
-    key = count_key(token)
+    ttl, limit = settings.REALTIME_TOKEN_TTL_S + 60, settings.REALTIME_MAX_CONNECTIONS_PER_TOKEN
     try:
-        count = await _redis().incr(key)
-        # A web process killed with open sockets never releases them: the count dies with the token.
-        await _redis().expire(key, settings.REALTIME_TOKEN_TTL_S + 60)
-        if count > settings.REALTIME_MAX_CONNECTIONS_PER_TOKEN:
-            await _redis().decr(key)
-            return False
+        return bool(await _redis().eval(_ACQUIRE, 1, count_key(token), ttl, limit))
     except redis.RedisError as exc:
         log.warning("connection limit unavailable, allowing the socket: %s", exc)
     return True
