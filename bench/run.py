@@ -47,6 +47,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from bench import cpu
@@ -561,11 +562,16 @@ def relay_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
     }
 
 
-def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dict:
+def webhooks_run(stack: ServiceProcesses, servers: EmbeddedStack, key: str, ledger: Ledger, args) -> dict:
     """Webhook deliveries per second to a fast loopback receiver: N deliveries queued while the delivery
     process is paused, then released; attempts per second until all are delivered. With
     ``--webhook-endpoints`` K > 1, the deliveries are spread over K endpoints of the receiver (one endpoint's
-    in-flight cap no longer bounds the rate)."""
+    in-flight cap no longer bounds the rate).
+
+    Also where the CPU went while they were delivered, per delivery and by process (``cpu_*_ms``; what each
+    delivery sets off counts too: the lifecycle's move to awaiting its callback goes through the outbox,
+    relay, broker and bridge), and the receiver's own apart (``receiver_cpu_ms``): on these two shared cores,
+    the rate is what they divide by."""
     tag = uuid.uuid4().hex
     endpoints = args.webhook_endpoint_ids
 
@@ -584,6 +590,8 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
             ))  # fmt: skip
         accepted = sum(run["outcomes"].get("202", 0) for run in loads)
         ledger.wait_deliveries(tag, accepted, timeout=300)
+        receiver = psutil.Process(args.backend_pid)
+        before, receiver_before = cpu.cpu_seconds(stack, servers), sum(receiver.cpu_times()[:2])
     finally:
         stack.signal("delivery", signal.SIGCONT)
     released = time.monotonic()
@@ -592,6 +600,11 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
         delivered = ledger.delivered(tag)
         time.sleep(0.2)
     elapsed = time.monotonic() - released
+    spent = cpu.per_group(before, cpu.cpu_seconds(stack, servers))
+    per = max(delivered, 1) / 1000
+    cpu_ms = {
+        f"cpu_{group}_ms": round(seconds / per, 2) for group, seconds in sorted(spent.items(), key=lambda i: -i[1])
+    }
     counts = ledger.settle(tag, accepted, timeout=60)
     return {
         "endpoints": len(endpoints),
@@ -599,6 +612,10 @@ def webhooks_run(stack: ServiceProcesses, key: str, ledger: Ledger, args) -> dic
         "delivered_in_s": round(elapsed, 2),
         "deliveries_per_s": round(delivered / elapsed, 1),
         **ledger.attempt_times(tag),
+        "cores_busy": round(sum(spent.values()) / elapsed, 2),
+        "cpu_total_ms": round(sum(spent.values()) / per, 2),
+        **cpu_ms,
+        "receiver_cpu_ms": round((sum(receiver.cpu_times()[:2]) - receiver_before) / per, 2),
         "ledger_ok": balanced([i for run in loads for i in run["ids"]], counts, ledger, tag),
     }
 
@@ -824,6 +841,7 @@ def main() -> int:
         gunicorn = start_baseline(baseline_port)
         ledger = Ledger(env["DATABASE_URL"])
         args.backend = f"http://127.0.0.1:{backend_port}"
+        args.backend_pid = backend.pid
         try:
             stack.start(*PROCFILE)
             # The naive Celery peer's worker (cpu scenario), on its own queue, counted with the stack.
@@ -866,7 +884,7 @@ def main() -> int:
                 "cpu": lambda: cpu_run(stack, servers, {"direct": key, "webhook_callback": overhead_key}, ledger, args),
                 "flight": lambda: flight_run(stack, stack.base_url, key, ledger, args),
                 "sockets": lambda: sockets_run(stack, key, ledger, args),
-                "webhooks": lambda: webhooks_run(stack, webhooks_key, ledger, args),
+                "webhooks": lambda: webhooks_run(stack, servers, webhooks_key, ledger, args),
                 "accept": lambda: accept_run(stack, others, key, ledger, args),
                 "fairness": lambda: fairness_run(stack, {"flood": key, "trickle": trickle_key}, ledger, args),
                 "limits": lambda: limits_run(stack, f"http://127.0.0.1:{llm_port}", key, ledger, args),
