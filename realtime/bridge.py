@@ -3,8 +3,10 @@ the sockets that may see it, a consumed batch at a time in one Redis round trip.
 in the message headers, which only our own outbox writes, never anything a client sent.
 
 Offsets: once a batch of events is handed to the channel layer, the offset after each partition's last one
-is stored and committed, so a restart or a deploy resumes where the bridge stopped instead of
-replaying the topic. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the batch in
+is stored; librdkafka commits what is stored every ``COMMIT_EVERY_MS`` (and on a rebalance), and the bridge
+commits once more, waiting, when it stops. So a restart or a deploy resumes where the bridge stopped instead
+of replaying the topic, and a crash replays at most a second of events, which sockets drop by their
+``seq``. While Redis (or PostgreSQL, for a big result) is away the bridge waits on the batch in
 hand and goes on when it is back: lag builds meanwhile, and sockets catch up from the database anyway.
 """
 
@@ -32,6 +34,9 @@ from realtime.messages import FINAL_EVENTS, final_outcome, outcome_in
 log = logging.getLogger(__name__)
 
 GROUP_ID = "realtime-bridge"
+# Not a commit per batch: at a few lifecycles a second every batch is one event, and each commit was one more
+# request for the broker to answer.
+COMMIT_EVERY_MS = 1000
 
 
 def routes(message: Message) -> tuple[dict, list[str]] | None:
@@ -53,7 +58,9 @@ class Bridge:
         self.stop = stop
         self.layer = get_channel_layer()
         self.kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
-        self.consumer = Consumer(kafka.consumer_config(GROUP_ID))
+        self.consumer = Consumer(
+            kafka.consumer_config(GROUP_ID, **{"enable.auto.commit": True, "auto.commit.interval.ms": COMMIT_EVERY_MS})
+        )
         self.idle = kafka.Idle(self.consumer)
         self.forwarded = 0
         self.broker = Outage("bridge: Kafka", log)
@@ -65,10 +72,12 @@ class Bridge:
     async def run(self) -> int:
         await self._kafka(lambda: self.consumer.subscribe([TOPIC_EVENTS], on_revoke=self.idle.forget))
         listener = asyncio.create_task(db.listen({outbox.NOTIFY_CHANNEL: lambda _: self.idle.wake()}, "bridge"))
+        handed_on: dict[tuple[str, int], int] = {}
         while not self.stop.requested:
             liveness.beat()
             await self.idle.doze(self._kafka)
-            messages = await self._kafka(self.idle.consume, 500, 0.1)
+            messages = await self._kafka(self._store_then_consume, handed_on)
+            handed_on = {}
             events = []
             for message in messages:
                 if message.error():
@@ -81,29 +90,33 @@ class Bridge:
             if not await self._forward_patiently(events):
                 break  # stopping: what was not handed on is not stored, so the next bridge sends it
             # Broadcasts are best-effort and idempotent (clients dedupe by seq; they catch up from the database
-            # on reconnect), so store and commit once the batch is handed to the channel layer.
+            # on reconnect), so the offsets are stored once the batch is handed to the channel layer (on the
+            # Kafka thread's next trip, which fetches the next batch too).
             handed_on = {(message.topic(), message.partition()): message.offset() + 1 for message in events}
-            await self._kafka(self._store_and_commit, handed_on)
         listener.cancel()
-        await self._kafka(self._commit, False)  # the last one waits: the next bridge resumes from it
+        await self._kafka(self._store_then_commit, handed_on)  # waits: the next bridge resumes from here
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
         return self.forwarded
 
-    def _store_and_commit(self, handed_on: dict[tuple[str, int], int]) -> None:
+    def _store_then_consume(self, handed_on: dict[tuple[str, int], int]) -> list[Message]:
+        self._store(handed_on)
+        return self.idle.consume(500, 0.1)
+
+    def _store(self, handed_on: dict[tuple[str, int], int]) -> None:
+        if not handed_on:
+            return
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in handed_on.items()]
         try:
             self.consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # a partition revoked meanwhile: its new owner reads from the last commit
             self.broker.failed(exc)
-            return
-        self._commit(True)
 
-    def _commit(self, asynchronous: bool) -> None:
-        """Commit the stored offsets; after a batch without waiting for the broker's answer (a lost commit
-        only means a few events forwarded again), and on the way out waiting for it."""
+    def _store_then_commit(self, handed_on: dict[tuple[str, int], int]) -> None:
+        """On the way out: commit what was handed on, waiting for the broker's answer."""
+        self._store(handed_on)
         try:
-            self.consumer.commit(asynchronous=asynchronous)
+            self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing stored since the last commit
                 self.broker.failed(exc)
