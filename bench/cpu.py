@@ -8,7 +8,14 @@ generator and the customer backend, which stand for the outside world.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 
@@ -63,3 +70,31 @@ def per_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     for pid, (group, seconds) in after.items():
         spent[group] = spent.get(group, 0.0) + seconds - before.get(pid, (group, 0.0))[1]
     return spent
+
+
+PROFILED = ("web", "realtime", "relay", "generator", "bridge", "delivery")
+
+
+@contextlib.contextmanager
+def profiled(stack: ServiceProcesses, servers: EmbeddedStack, directory: Path | None, phase: str, rate: int = 100):
+    """Sample every Python process of the stack with py-spy while the block runs (nothing when ``directory`` is
+    None): ``directory/<phase>-<process>-<pid>.txt``, in py-spy's raw (collapsed stack) format. A profiler
+    costs CPU on the same cores, so profile a run of its own, not one whose figures are reported."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if directory is None or spy is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for group, members in processes(stack, servers).items():
+        for process in (p for p in members if group in PROFILED and "python" in " ".join(p.cmdline()[:1])):
+            output = directory / f"{phase}-{group}-{process.pid}.txt"
+            command = [spy, "record", "--nonblocking", "-r", str(rate), "-f", "raw", "-p", str(process.pid)]
+            spies.append(subprocess.Popen([*command, "-o", str(output)], stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for spy_process in spies:
+            spy_process.send_signal(signal.SIGINT)  # py-spy writes what it sampled, then exits
+        for spy_process in spies:
+            spy_process.wait(timeout=30)

@@ -642,9 +642,10 @@ def cpu_run(stack: ServiceProcesses, servers: EmbeddedStack, keys: dict[str, str
         figures[f"idle_{group}_cores"] = round(cores, 3)
 
     def measure(mode: str, run) -> None:
-        before, started = cpu.cpu_seconds(stack, servers), time.monotonic()
-        done, ok = run()
-        spent = cpu.per_group(before, cpu.cpu_seconds(stack, servers))
+        with cpu.profiled(stack, servers, args.profile, mode):
+            before, started = cpu.cpu_seconds(stack, servers), time.monotonic()
+            done, ok = run()
+            spent = cpu.per_group(before, cpu.cpu_seconds(stack, servers))
         wall = time.monotonic() - started
         net = {group: seconds - idle.get(group, 0.0) * wall for group, seconds in spent.items()}
         per = max(done, 1) / 1000
@@ -777,6 +778,8 @@ def main() -> int:
     parser.add_argument("--endpoint-seconds", type=float, default=20, help="seconds of load (scenario endpoints)")
     parser.add_argument("--relay-backlog", type=int, default=10000, help="lifecycles waiting (scenario relay)")
     parser.add_argument("--limited", type=int, default=2000, help="burst to the rate-limited model (scenario limits)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy the stack in each cpu scenario phase into DIR (skews its figures)")  # fmt: skip
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every process of the stack, to compare settings run by run")  # fmt: skip
     args = parser.parse_args()
