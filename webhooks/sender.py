@@ -16,6 +16,7 @@ drained), and :data:`RESPONSE_EXCERPT_BYTES` of them are kept.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 import time
@@ -41,6 +42,42 @@ class AttemptResult:
     error: str = ""
 
 
+class _Stream(httpcore.AsyncNetworkStream):
+    """httpcore's anyio stream, answering "is_readable" from the socket it keeps. The pool asks it of every
+    idle connection on each request and response (a server that closed a kept-alive connection), and anyio
+    builds its table of attributes for each answer: 11 µs a call against 2 µs on the socket itself."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):
+        if info == "is_readable":
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would return at once: data, or the end a server that hung up left (httpcore's check)."""
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _VettingBackend(httpcore.AsyncNetworkBackend):
     """httpcore's own network backend, but a TCP connection is opened only to a vetted address."""
 
@@ -49,8 +86,10 @@ class _VettingBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         ip = await ssrf.vet(host, port)
-        return await self._inner.connect_tcp(
-            str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        return _Stream(
+            await self._inner.connect_tcp(
+                str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+            )
         )
 
     async def connect_unix_socket(self, path, timeout=None, socket_options=None):
