@@ -87,7 +87,9 @@ def profiled(stack: ServiceProcesses, servers: EmbeddedStack, directory: Path | 
     directory.mkdir(parents=True, exist_ok=True)
     spies = []
     for group, members in processes(stack, servers).items():
-        for process in (p for p in members if group in PROFILED and "python" in " ".join(p.cmdline()[:1])):
+        if group not in PROFILED:
+            continue
+        for process in (p for p in members if "python" in " ".join(p.cmdline()[:1])):  # not the shell wrappers
             output = directory / f"{phase}-{group}-{process.pid}.txt"
             command = [spy, "record", "--nonblocking", "-r", str(rate), "-f", "raw", "-p", str(process.pid)]
             spies.append(subprocess.Popen([*command, "-o", str(output)], stderr=subprocess.DEVNULL))

@@ -29,6 +29,8 @@ import time
 import httpx
 import psutil
 
+from bench.run import load, overhead, poll_count, register_endpoint
+
 # What a command line contains → the group it is counted in (the first that matches).
 GROUPS = (
     ("daphne", "realtime"),
@@ -77,14 +79,10 @@ def cpu_seconds(processes: dict[int, tuple[str, psutil.Process]]) -> dict[int, f
 def cpu(args) -> dict:
     processes = stack()
     before = cpu_seconds(processes)
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", "rate", args.base, args.api_key, "--rate", args.rate,
-         "--seconds", args.seconds, "--body", args.body],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    result = overhead("rate", args.base, args.api_key, "--rate", args.rate, "--seconds", args.seconds,
+                      "--body", args.body)  # fmt: skip
     time.sleep(2)  # the last lifecycles' trailing work (offsets, sweeps)
     after = cpu_seconds(processes)
-    result = json.loads(run.stdout.strip().splitlines()[-1])
     per = max(result["completed"], 1) / 1000
     spent: dict[str, float] = {}
     for pid, seconds in after.items():
@@ -102,20 +100,15 @@ def deliveries(args) -> dict:
                              text=True, check=True)  # fmt: skip
     key = json.loads(created.stdout.strip().splitlines()[-1])["api_key"]
     api = httpx.Client(base_url=args.base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    endpoint = api.post("/v1/webhook-endpoints", json={"url": f"{args.backend}/hooks/{scenario}/silent"}).json()
-    httpx.post(f"{args.backend}/secrets/{scenario}", json={"secrets": [endpoint["secret"]]}).raise_for_status()
+    register_endpoint(args.base, key, args.backend, "silent", scenario)
     worker = next(
         p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[1:3] == ["manage.py", "deliver"]
     )
     worker.send_signal(signal.SIGSTOP)
     try:
         body = json.dumps({"model": "echo/bench", "prompt": "hi", "delivery": {"mode": "webhook"}})
-        load = subprocess.run(
-            [sys.executable, "-m", "bench.load", "burst", f"{args.base}/v1/lifecycles", key, "--n", str(args.n),
-             "--timeout", "600", "--body", body],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        accepted = json.loads(load.stdout.strip().splitlines()[-1])["outcomes"].get("202", 0)
+        sent = load("burst", f"{args.base}/v1/lifecycles", key, "--n", str(args.n), "--timeout", "600", "--body", body)
+        accepted = sent["outcomes"].get("202", 0)
         # Every lifecycle generated: its delivery is queued, waiting for the stopped process.
         while any(
             api.get("/v1/lifecycles", params={"status": status, "limit": 1}).json()["results"]
@@ -126,10 +119,7 @@ def deliveries(args) -> dict:
     finally:
         worker.send_signal(signal.SIGCONT)
     released = time.monotonic()
-    delivered = 0
-    while delivered < accepted and time.monotonic() - released < 600:
-        delivered = len(httpx.get(f"{args.backend}/received/{scenario}", timeout=30).json())
-        time.sleep(0.25)
+    delivered = poll_count(f"{args.backend}/received/bench-{scenario}", accepted, timeout=600)
     elapsed = time.monotonic() - released
     return {"accepted": accepted, "delivered": delivered, "seconds": round(elapsed, 2),
             "deliveries_per_s": round(delivered / elapsed, 1)}  # fmt: skip
