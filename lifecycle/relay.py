@@ -188,7 +188,11 @@ def try_become_leader(conn: psycopg.Connection) -> bool:
 
 
 def wait_for_notify(conn: psycopg.Connection, timeout: float) -> None:
+    """Wait up to ``timeout`` for a commit's NOTIFY, then take the others already here: the next claim
+    covers every commit they announce, so each would otherwise cost a claim that finds nothing."""
     for _ in conn.notifies(timeout=timeout, stop_after=1):
+        pass
+    for _ in conn.notifies(timeout=0):
         pass
 
 
@@ -254,7 +258,10 @@ def _lead(relay: Relay, control: psycopg.Connection, stop: GracefulExit, databas
             continue
         database.ok()
         broker.ok()
-        if sent == 0:
+        if sent < relay.batch_size:
+            # The batch took every row committed before it was claimed; whatever commits later NOTIFYs on the
+            # control connection, which holds the notice until it is read. So wait for that rather than ask
+            # again (under light load, each batch would be followed by an empty claim and its rollback).
             try:
                 wait_for_notify(control, IDLE_POLL_S)
             except psycopg.Error as exc:
