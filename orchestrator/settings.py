@@ -155,6 +155,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=embedded.default_database_url())}
+# Django's own backend, whose per-request health check asks the socket before it asks the server.
+DATABASES["default"]["ENGINE"] = "orchestrator.postgresql"
 # The realtime process (ASGI) runs database work on short-lived threads, where persistent per-thread
 # connections leak until the server runs out of them; it uses psycopg's pool instead. The web process's
 # gunicorn workers and the other processes keep persistent connections.
