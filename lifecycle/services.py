@@ -8,6 +8,7 @@ event and the outbox row that publishes it. A move the machine does not allow is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
@@ -355,7 +356,9 @@ def lifecycle_create(
     if project.daily_budget_usd is not None:
         budget_check(project)
     try:
-        with transaction.atomic():
+        # One statement string is one transaction of its own: outside a caller's transaction, the insert needs
+        # no BEGIN and COMMIT round trips (inside one, a savepoint keeps a lost race from aborting it).
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             lifecycle = Lifecycle(
                 id=lifecycle_id or uuid.uuid4(),
                 project=project,
