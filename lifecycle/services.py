@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from lifecycle import delivery, limits, outbox, store, tracing
+from lifecycle import delivery, keycache, limits, outbox, store, tracing
 from lifecycle.models import ApiKey, JwtIssuer, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
 from lifecycle.states import EVENT_FOR_STATUS, TERMINAL, ErrorCode, Status, can_transition
 from orchestrator import metrics
@@ -66,7 +66,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     # "lk_<12 hex>_<secret>": the secret may itself contain underscores.
     kind, _, rest = raw_key.partition("_")
     prefix = f"{kind}_{rest.partition('_')[0]}"
-    key = store.active_key(prefix)
+    key = keycache.active_key(prefix)
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(raw_key)):
         return None
     return key
@@ -74,6 +74,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 
 def api_key_revoke(*, key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    keycache.changed()
 
 
 class JwtIssuerConflict(Exception):

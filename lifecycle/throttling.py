@@ -20,7 +20,8 @@ _outage = Outage("rate limit: Redis (allowing requests meanwhile)", log)
 
 
 @functools.cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The API processes' synchronous Redis client (rate limits, the key cache's version)."""
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
@@ -34,7 +35,7 @@ def project_retry_after(project, subscriber=None) -> float | None:
         digest = hashlib.sha256(subscriber.user_id.encode()).hexdigest()[:32]
         limits.append((f"ratelimit:{project.id}:user:{digest}:{window}", per_user))
     try:
-        pipe = _redis().pipeline()
+        pipe = redis_client().pipeline()
         for counter, _ in limits:
             pipe.incr(counter)
             pipe.expire(counter, 2)
