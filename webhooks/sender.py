@@ -16,7 +16,6 @@ drained), and :data:`RESPONSE_EXCERPT_BYTES` of them are kept.
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import ssl
 import time
@@ -27,6 +26,7 @@ import certifi
 import httpcore
 
 from orchestrator import ssrf
+from orchestrator.sockets import readable
 
 RESPONSE_EXCERPT_BYTES = 1000
 RESPONSE_READ_MAX = 64 * 1024
@@ -70,12 +70,8 @@ class _Stream(httpcore.AsyncNetworkStream):
 
 
 def _readable(sock: socket.socket | None) -> bool:
-    """Whether a read would return at once: data, or the end a server that hung up left (httpcore's check)."""
-    if sock is None or sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    """httpcore's check: a closed or missing socket counts as readable (the connection is not reused)."""
+    return sock is None or sock.fileno() < 0 or readable(sock)
 
 
 class _VettingBackend(httpcore.AsyncNetworkBackend):

@@ -10,16 +10,10 @@ query; one with something to read is checked with ``SELECT 1`` as before.
 
 from __future__ import annotations
 
-import select
-
 from django.db.backends.postgresql import base
 from psycopg import pq
 
-
-def _readable(fd: int) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+from orchestrator.sockets import readable
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -28,7 +22,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if conn is None or conn.closed:
             return False
         try:
-            idle = conn.pgconn.status == pq.ConnStatus.OK and not _readable(conn.pgconn.socket)
+            idle = conn.pgconn.status == pq.ConnStatus.OK and not readable(conn.pgconn.socket)
         except Exception:  # a connection that cannot even say this is not usable
             return False
         return idle or super().is_usable()
