@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -52,14 +52,18 @@ def processes(stack: ServiceProcesses, servers: EmbeddedStack) -> dict[str, list
 
 def cpu_seconds(stack: ServiceProcesses, servers: EmbeddedStack) -> dict[int, tuple[str, float]]:
     """pid → (group, CPU seconds so far) for every process of the stack."""
+    return seconds((group, process) for group, members in processes(stack, servers).items() for process in members)
+
+
+def seconds(grouped: Iterable[tuple[str, psutil.Process]]) -> dict[int, tuple[str, float]]:
+    """pid → (group, CPU seconds so far) for each ``(group, process)`` still running."""
     out = {}
-    for group, members in processes(stack, servers).items():
-        for process in members:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            out[process.pid] = (group, times.user + times.system)
+    for group, process in grouped:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        out[process.pid] = (group, times.user + times.system)
     return out
 
 

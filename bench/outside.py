@@ -29,6 +29,7 @@ import time
 import httpx
 import psutil
 
+from bench.cpu import per_group, seconds
 from bench.run import load, overhead, poll_count, register_endpoint
 
 # What a command line contains → the group it is counted in (the first that matches).
@@ -65,31 +66,16 @@ def stack() -> dict[int, tuple[str, psutil.Process]]:
     return found
 
 
-def cpu_seconds(processes: dict[int, tuple[str, psutil.Process]]) -> dict[int, float]:
-    seconds = {}
-    for pid, (_, process) in processes.items():
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        seconds[pid] = times.user + times.system
-    return seconds
-
-
 def cpu(args) -> dict:
-    processes = stack()
-    before = cpu_seconds(processes)
+    processes = stack().values()
+    before = seconds(processes)
     result = overhead("rate", args.base, args.api_key, "--rate", args.rate, "--seconds", args.seconds,
                       "--body", args.body)  # fmt: skip
     time.sleep(2)  # the last lifecycles' trailing work (offsets, sweeps)
-    after = cpu_seconds(processes)
+    spent = per_group(before, seconds(processes))
     per = max(result["completed"], 1) / 1000
-    spent: dict[str, float] = {}
-    for pid, seconds in after.items():
-        group = processes[pid][0]
-        spent[group] = spent.get(group, 0.0) + seconds - before.get(pid, seconds)
-    total = sum(seconds for group, seconds in spent.items() if group not in OUTSIDE)
-    figures = {group: round(seconds / per, 2) for group, seconds in sorted(spent.items(), key=lambda i: -i[1])}
+    total = sum(used for group, used in spent.items() if group not in OUTSIDE)
+    figures = {group: round(used / per, 2) for group, used in sorted(spent.items(), key=lambda i: -i[1])}
     return {"completed": result["completed"], "p50_ms": round(result["p50_ms"], 1), "total_ms": round(total / per, 2),
             **figures}  # fmt: skip
 
