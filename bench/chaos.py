@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.chaos                       # 2,000 lifecycles, every fault
     .venv/bin/python -m bench.chaos --lifecycles 300      # the smaller run the CI suite makes
 
-It starts its own embedded PostgreSQL, Redis and Kafka, the seven Procfile processes, a fake model (300 ms;
+It starts its own embedded PostgreSQL, Redis and Kafka, the Procfile processes, a fake model (300 ms;
 one request in 50 takes 25 s, longer than the 10 s generation lease) and a customer backend that verifies
 every webhook and calls back, retrying while our API is down. That backend answers each delivery attempt
 with a fault drawn at random: 500 (10%), a hang past the webhook timeout (5%), a connection reset (5%).
@@ -11,7 +11,7 @@ One lifecycle in ten is followed on its WebSocket by a client that reconnects an
 
 While the lifecycles go in (each POST retried with the same Idempotency-Key until it is answered, as a
 client should), one fault after another, evenly spaced. Our processes: kill -9 and restart web, realtime,
-generator, relay, bridge, Celery worker and beat. Their dependencies, while every process keeps running:
+generator, relay, delivery, Celery worker and beat. Their dependencies, while every process keeps running:
 restart PostgreSQL (``pg_ctl restart -m fast``, and ``-m immediate``, which recovers from the WAL as after a
 crash); kill -9 the Kafka broker and start it again empty (its log is in memory: every unconsumed message
 is gone); stop Redis and start it again empty.
@@ -70,9 +70,8 @@ FAULTS = (
     "kafka",
     "realtime",
     "delivery",
-    "worker",
     "postgres-immediate",
-    "bridge",
+    "worker",
     "redis",
     "beat",
 )

@@ -76,7 +76,7 @@ def per_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return spent
 
 
-PROFILED = ("web", "realtime", "relay", "generator", "bridge", "delivery")
+PROFILED = ("web", "realtime", "relay", "generator", "delivery")
 
 
 @contextlib.contextmanager

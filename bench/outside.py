@@ -38,7 +38,6 @@ GROUPS = (
     ("gunicorn", "web"),
     ("manage.py relay", "relay"),
     ("manage.py generator", "generator"),
-    ("manage.py bridge", "bridge"),
     ("manage.py deliver", "delivery"),
     ("celery", "celery"),
     ("orchestrator.run", "runner"),

@@ -248,7 +248,7 @@ def burst_run(base: str, baseline: str, key: str, ledger: Ledger, args) -> dict:
     }
 
 
-PIPELINE = ("relay", "generator", "bridge", "delivery", "worker", "beat")
+PIPELINE = ("relay", "generator", "delivery", "worker", "beat")
 # The order they run in: overhead and cpu want a stack that has carried little (the embedded broker's CPU per
 # message grows with its in-memory log: docs/embedded.md), accept leaves the biggest backlog.
 ALL_SCENARIOS = (
@@ -570,7 +570,7 @@ def webhooks_run(stack: ServiceProcesses, servers: EmbeddedStack, key: str, ledg
 
     Also where the CPU went while they were delivered, per delivery and by process (``cpu_*_ms``; what each
     delivery sets off counts too: the lifecycle's move to awaiting its callback goes through the outbox,
-    relay, broker and bridge), and the receiver's own apart (``receiver_cpu_ms``): on these two shared cores,
+    relay and broker), and the receiver's own apart (``receiver_cpu_ms``): on these two shared cores,
     the rate is what they divide by."""
     tag = uuid.uuid4().hex
     endpoints = args.webhook_endpoint_ids

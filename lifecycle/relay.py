@@ -2,7 +2,8 @@
 
 One relay publishes at a time (it holds a Postgres advisory lock); others wait as hot standbys, so order
 per lifecycle is kept without any lock service. A commit wakes the relay through LISTEN/NOTIFY; a timeout
-poll catches anything a missed notification left behind.
+poll catches anything a missed notification left behind. Each batch's lifecycle events also go live to the
+realtime processes as the batch goes to Kafka (``fan_out``: :mod:`realtime.fanout`, best-effort).
 
 An outage of PostgreSQL or of the broker stops the publishing, never the process (:func:`serve`): the lock
 goes with a lost connection, so after reconnecting the relay competes for leadership again before it
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -58,17 +60,21 @@ class Relay:
     batch_size: int = BATCH_SIZE
     published: int = 0
     conn: psycopg.Connection | None = None  # its own, outside Django's ORM: this loop is all it does
+    # Called with each batch once it is produced, before the flush waits for Kafka: must not raise, and must
+    # not take long (the realtime fan-out gives up after half a second, and backs off while Redis is away).
+    fan_out: Callable[[list[tuple]], None] | None = None
 
     @classmethod
-    def create(cls) -> Relay:
-        return cls(producer=Producer(kafka.producer_config()))
+    def create(cls, fan_out: Callable[[list[tuple]], None] | None = None) -> Relay:
+        return cls(producer=Producer(kafka.producer_config()), fan_out=fan_out)
 
     def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; return how many went out.
 
         1. Mark the oldest unpublished rows published and take them, locked, in one statement of an open
            transaction.
-        2. Produce them all in id order, then flush and wait for every delivery report.
+        2. Produce them all in id order, hand them to ``fan_out`` while librdkafka sends them, then flush and
+           wait for every delivery report.
         3. Commit. If Kafka failed, roll back: they go out again next time (at-least-once; consumers are
            idempotent). Each payload goes to Kafka as PostgreSQL's text of it, never parsed here.
         """
@@ -99,6 +105,8 @@ class Relay:
         try:
             for _, topic, key, payload, headers in batch:
                 self._produce(topic, key, payload, headers, on_delivery)
+            if self.fan_out is not None:
+                self.fan_out(batch)
             remaining = self.producer.flush(FLUSH_TIMEOUT_S)
         except KafkaException as exc:  # the producer itself failed: an idempotent producer's fatal error
             remaining, errors = len(batch), [*errors, exc.args[0]]
@@ -200,7 +208,7 @@ class LeadershipLost(Exception):
     """The control connection broke, and the leader lock with it."""
 
 
-def serve(stop: GracefulExit) -> int:
+def serve(stop: GracefulExit, fan_out: Callable[[list[tuple]], None] | None = None) -> int:
     """Run the relay until ``stop``: lead (or stand by), publish, and ride out outages. Returns how many
     messages it published.
 
@@ -209,7 +217,7 @@ def serve(stop: GracefulExit) -> int:
     3. A publish that fails is rolled back and tried again after a backoff. If the control connection is
        gone, so is the lock: go back to 1 before publishing again.
     """
-    relay = Relay.create()  # its producer reconnects by itself; one whose batch failed is replaced
+    relay = Relay.create(fan_out)  # its producer reconnects by itself; one whose batch failed is replaced
     database, broker = Outage("relay: PostgreSQL", log), Outage("relay: Kafka", log)
     kafka.ensure_topics_when_available(stop)
     while not stop.requested:

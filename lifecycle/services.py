@@ -193,7 +193,7 @@ def _record(
 
 def event_message(lifecycle: Lifecycle, timeline_event: TimelineEvent) -> dict[str, Any]:
     """The body of a ``lifecycle.events`` message (schema in docs/events.md). ``lifecycle.completed`` carries
-    the result when it is small, so consumers (the realtime bridge) need not read it back."""
+    the result when it is small, so consumers (the realtime fan-out) need not read it back."""
     message = {
         "lifecycle_id": str(lifecycle.id),
         "project_id": str(lifecycle.project_id),

@@ -1,4 +1,4 @@
-"""Liveness for the processes that answer no HTTP (relay, generator, bridge, delivery): each touches a file
+"""Liveness for the processes that answer no HTTP (relay, generator, delivery): each touches a file
 from the loop that does its work, and a health check asks whether it was touched lately.
 
     python -m orchestrator.liveness generator 60    # exit 0 if the generator beat within 60 s, else 1

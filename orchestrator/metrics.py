@@ -1,6 +1,6 @@
 """Prometheus metrics, served at ``GET /metrics`` by the web process.
 
-Counters and histograms are observed where things happen (web, generator, bridge, Celery workers). With
+Counters and histograms are observed where things happen (web, generator, relay, Celery workers). With
 ``PROMETHEUS_MULTIPROC_DIR`` set (``make dev`` and the tests set it), every process on the host writes its
 samples there and ``/metrics`` adds them up. Gauges that describe the whole system (lifecycles in each
 live status, outbox backlog, due deliveries, consumer lag) are read from the database and Kafka at scrape
@@ -149,15 +149,14 @@ def consumer_lag(timeout: float = 2.0) -> list[tuple[str, str, int]]:
 
     from lifecycle import kafka
     from lifecycle.generator import GROUP_ID as GENERATORS
-    from lifecycle.outbox import TOPIC_EVENTS, TOPIC_REQUESTS
-    from realtime.bridge import GROUP_ID as BRIDGE
+    from lifecycle.outbox import TOPIC_REQUESTS
 
     admin = kafka.admin_client()
     metadata = admin.list_topics(timeout=timeout)
     probe = Consumer(kafka.consumer_config("metrics-probe"))
     out = []
     try:
-        for group, topic in ((GENERATORS, TOPIC_REQUESTS), (BRIDGE, TOPIC_EVENTS)):
+        for group, topic in ((GENERATORS, TOPIC_REQUESTS),):
             if topic not in metadata.topics:
                 continue
             partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]

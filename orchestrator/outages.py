@@ -1,7 +1,7 @@
 """Riding out a dependency's outage: which errors mean "a server is away for a while", how long to wait
 before trying again, and logging that once instead of once per try.
 
-Every long-running process (relay, generator, bridge, Celery tasks) treats these errors the same way: it
+Every long-running process (relay, generator, delivery, Celery tasks) treats these errors the same way: it
 keeps what it holds, waits, and tries again. None of them exits because PostgreSQL, Redis or the Kafka
 broker went away for a while.
 """

@@ -1,4 +1,4 @@
-"""What every long-running process (relay, generator, bridge) shares: a stop flag set by SIGTERM/SIGINT."""
+"""What every long-running process (relay, generator, delivery) shares: a stop flag set by SIGTERM/SIGINT."""
 
 from __future__ import annotations
 

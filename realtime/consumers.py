@@ -229,7 +229,7 @@ class LifecycleConsumer(LifecycleFollower, _CountedSocket):
 
 class SubscriberConsumer(_CountedSocket):
     """``/ws/subscriber?token=<subscriber token>``: the live events of every lifecycle of one subscriber
-    (``subscriber.user_id``) of one project, as the bridge routes them by the trusted identity in the Kafka
+    (``subscriber.user_id``) of one project, as the relay routes them by the trusted identity in the outbox
     headers. Live only: for catch-up, open the lifecycle's own socket with ``since``."""
 
     async def connect(self) -> None:

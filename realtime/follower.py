@@ -39,7 +39,7 @@ class LifecycleFollower:
         return self._sending
 
     async def on_event(self, message: dict) -> None:
-        """A live event from the bridge (channel-layer type ``lifecycle.event``)."""
+        """A live event from the relay (channel-layer type ``lifecycle.event``)."""
         if self.finished or self.lifecycle is None:
             return  # over, or not open (an event that reached the group while the stream was refused)
         event = message["event"]
@@ -47,10 +47,10 @@ class LifecycleFollower:
         if seq <= self.last_seq:
             return  # already sent during catch-up
         if seq > self.last_seq + 1:
-            # Something is missing in between (a bridge restart, a reordering): fill from the database.
+            # Something is missing in between (a live copy lost while Redis was away): fill from the database.
             await self.catch_up()
             return
-        # A final event comes with its outcome, read once by the bridge rather than once per stream.
+        # A final event comes with its outcome, read once by the relay rather than once per stream.
         outcome = {"outcome": message["outcome"]} if "outcome" in message else {}
         await self.send_events([{k: event[k] for k in ("seq", "event", "at")} | {"data": event["data"]} | outcome])
 

@@ -1,6 +1,6 @@
 """The channel layer: Redis pub/sub between processes, fan-out in memory inside each realtime process.
 
-A ``group_send`` (the bridge's events, a generator's deltas) is one ``PUBLISH`` on the group's Redis
+A ``group_send`` (the relay's live events, a generator's deltas) is one ``PUBLISH`` on the group's Redis
 channel. Each realtime process holds one subscriber connection, subscribed once to every group one of its
 sockets is in, and puts each message it receives on the in-process queue of each of those sockets. So a
 message costs one round trip to send and none per socket, nothing is stored in Redis, and a socket that
@@ -115,14 +115,19 @@ class FanOutLayer(BaseChannelLayer):
     async def group_discard(self, group: str, channel: str) -> None:
         self._here().leave(group, channel)
 
+    def publication(self, group: str, message: dict) -> tuple[str, bytes]:
+        """A ``group_send`` as the ``PUBLISH`` it is: the Redis channel and the data (a process with no event
+        loop, the relay, publishes these on a client of its own: :mod:`realtime.fanout`)."""
+        return self.prefix + group, orjson.dumps(message)
+
     async def group_send(self, group: str, message: dict) -> None:
-        await self._here().publisher().publish(self.prefix + group, orjson.dumps(message))
+        await self._here().publisher().publish(*self.publication(group, message))
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         """Several ``group_send`` in one round trip (a pipeline of ``PUBLISH``), in order."""
         async with self._here().publisher().pipeline(transaction=False) as pipeline:
             for group, message in messages:
-                pipeline.publish(self.prefix + group, orjson.dumps(message))
+                pipeline.publish(*self.publication(group, message))
             await pipeline.execute()
 
     async def flush(self) -> None:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core import signing
 
 from lifecycle.models import ApiKey, Lifecycle
+from realtime.fanout import FanOut
 
 SALT = "realtime.token.v1"
 
@@ -64,6 +65,9 @@ class StreamFollowing:
             # Served where the sockets are (the realtime process, behind the same origin in production).
             "events": f"{settings.PUBLIC_WS_URL.replace('ws', 'http', 1)}/v1/lifecycles/{lifecycle.id}/events",
         }
+
+    def live(self) -> FanOut:
+        return FanOut()
 
 
 def socket_url(lifecycle_id=None) -> str:

@@ -34,7 +34,7 @@ def test_a_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path):
     assert "ledger: balanced: 300 lifecycles, every one completed" in run.stdout, run.stdout
     assert "no process exited unless killed, none generated twice at once" in run.stdout, run.stdout
     assert "30 of 30 followed sockets got their final event" in run.stdout, run.stdout
-    for fault in ("web", "realtime", "generator", "kafka", "relay", "delivery", "worker", "redis", "bridge", "beat"):
+    for fault in ("web", "realtime", "generator", "kafka", "relay", "delivery", "worker", "redis", "beat"):
         assert f"fault: {fault} killed and back" in run.stdout, run.stdout
     for mode in ("fast", "immediate"):
         assert f"fault: postgres-{mode} restarted in place" in run.stdout, run.stdout

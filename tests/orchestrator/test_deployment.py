@@ -108,7 +108,7 @@ def test_processes_start_only_once_servers_are_healthy_and_jobs_have_run(compose
         assert depends["topics"]["condition"] == "service_completed_successfully", name
         assert depends["redis"]["condition"] == "service_healthy", name
     assert "createtopics" in services["topics"]["command"]
-    for name in ("relay", "generator", "bridge", "delivery"):  # no HTTP: their work loops beat
+    for name in ("relay", "generator", "delivery"):  # no HTTP: their work loops beat
         assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "orchestrator.liveness", name, "60"]
 
 

@@ -29,7 +29,7 @@ def render(path: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
 
 
-LOOPS = ("relay", "generator", "bridge", "delivery")
+LOOPS = ("relay", "generator", "delivery")
 
 
 @pytest.fixture(scope="module", params=["base", "overlays/example"])

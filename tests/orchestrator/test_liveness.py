@@ -49,7 +49,7 @@ def test_riding_out_an_outage_beats(beating):
 @pytest.mark.stack
 @pytest.mark.django_db(transaction=True)
 def test_every_process_without_http_beats_from_its_loop(stack):
-    for name in ("relay", "generator", "bridge", "delivery"):
+    for name in ("relay", "generator", "delivery"):
         poll_until(
             lambda name=name: (
                 (stack.log_dir / f"alive-{name}").exists()

@@ -37,7 +37,7 @@ def test_metrics_count_a_real_lifecycle_through_every_process(api, stack, custom
     def delta(samples, name, **labels):
         return value(samples, name, **labels) - value(before, name, **labels)
 
-    after = poll_until(  # the bridge observes the broadcast of the last event a moment later
+    after = poll_until(  # the relay observes the broadcast of the last event a moment later
         lambda: scrape(stack),
         lambda s: delta(s, "lifecycle_step_seconds_count", step="broadcast") >= 8,
         timeout=10,
@@ -56,7 +56,7 @@ def test_metrics_count_a_real_lifecycle_through_every_process(api, stack, custom
     assert ("lifecycles_live", (("status", "pending"),)) in after
     assert ("generations_in_flight", ()) in after
     lag_groups = {dict(labels)["group"] for name, labels in after if name == "kafka_consumer_lag"}
-    assert lag_groups == {"lifecycle-generators", "realtime-bridge"}
+    assert lag_groups == {"lifecycle-generators"}
 
 
 def test_open_websockets_are_counted(api, stack):

@@ -89,7 +89,6 @@ def test_a_delivery_attempt_running_through_a_postgresql_restart_is_recorded_onc
 WAITING = {
     "relay": '"msg": "relay: PostgreSQL unavailable',
     "generator": '"msg": "generator: PostgreSQL (LISTEN) unavailable',
-    "bridge": '"msg": "bridge: PostgreSQL (LISTEN) unavailable',
     "delivery": '"msg": "PostgreSQL unavailable',
 }
 
