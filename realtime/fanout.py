@@ -14,6 +14,11 @@ never the only way. A stream that misses one (Redis away, a relay stopped betwee
 the gap from the database: at its next event (by ``seq``), when its process subscribes again after losing
 Redis, and every ``REALTIME_RESYNC_S``. So the fan-out never holds the outbox up: one try waits at most
 ``TIMEOUT_S``, and while Redis is away it is not tried until its backoff has passed.
+
+For the same reason it does not wait for Redis's answers: its connection is in ``CLIENT REPLY OFF`` mode, so
+a batch is one ``send`` and no read. A server says nothing on such a connection unless it is going away, so
+a connection with anything to read is dropped and a new one made before the next batch (what went out on it
+meanwhile is what a stream fills from the database).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from realtime.messages import FINAL_EVENTS, final_outcome, outcome_in
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 0.5
+CLIENT_NAME = "relay-live-events"  # as CLIENT LIST shows its connection
 
 
 def publications(event: dict, headers: dict[str, str]) -> list[tuple[str, dict]]:
@@ -61,9 +67,10 @@ class FanOut:
     def __init__(self, layer=None, timeout_s: float = TIMEOUT_S) -> None:
         self.layer = layer or get_channel_layer()
         # No retries of its own (the shared settings retry for seconds): a failed try waits for the backoff.
-        self.redis = redis.Redis.from_url(
+        self.pool = redis.ConnectionPool.from_url(
             self.layer.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
+        self.connection: redis.connection.AbstractConnection | None = None
         self.outage = Outage("relay: live events to the realtime processes (Redis)", log)
         self.retry_at = 0.0
         self.sent = 0
@@ -75,18 +82,21 @@ class FanOut:
         try:
             self._publish([(orjson.loads(payload), headers) for payload, headers in events])
         except Exception as exc:
-            if not transient(exc) and not isinstance(exc, redis.RedisError):
+            self.close()
+            if not transient(exc) and not isinstance(exc, redis.RedisError | OSError):
                 log.exception("relay: could not hand %d events to the realtime processes", len(events))
             self.retry_at = time.monotonic() + self.outage.failed(exc)
             return
         self.outage.ok()
 
     def _publish(self, events: list[tuple[dict, dict]]) -> None:
-        pipeline = self.redis.pipeline(transaction=False)
-        for event, headers in events:
-            for group, message in publications(event, headers):
-                pipeline.publish(*self.layer.publication(group, message))
-        pipeline.execute()
+        commands = [
+            ("PUBLISH", *self.layer.publication(group, message))
+            for event, headers in events
+            for group, message in publications(event, headers)
+        ]
+        connection = self._connection()
+        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
         self.sent += len(events)
         now = datetime.now(UTC)
         for event, _ in events:
@@ -94,6 +104,25 @@ class FanOut:
                 lag = (now - datetime.fromisoformat(event["at"])).total_seconds()
                 metrics.STEP_SECONDS.labels(step="broadcast").observe(max(0.0, lag))
 
+    def _connection(self) -> redis.connection.AbstractConnection:
+        if self.connection is not None:
+            try:
+                gone = self.connection.can_read(0)  # with replies off, the server says nothing but goodbye
+            except (redis.ConnectionError, OSError):
+                gone = True
+            if gone:
+                self.close()
+        if self.connection is None:
+            connection = self.pool.make_connection()
+            connection.connect()
+            connection.send_command("CLIENT", "SETNAME", CLIENT_NAME)
+            connection.read_response()
+            connection.send_command("CLIENT", "REPLY", "OFF")
+            self.connection = connection
+        return self.connection
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.redis.close()
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.disconnect()
+            self.connection = None

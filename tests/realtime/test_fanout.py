@@ -10,11 +10,13 @@ import time
 import uuid
 
 import pytest
+import redis
+from django.conf import settings
 
 from lifecycle.models import Lifecycle
 from lifecycle.outbox import TOPIC_EVENTS, TOPIC_REQUESTS
 from orchestrator.embedded import free_port
-from realtime.fanout import FanOut
+from realtime.fanout import CLIENT_NAME, FanOut
 from realtime.groups import lifecycle_group, subscriber_group
 from realtime.layer import FanOutLayer
 from tests.conftest import make_project
@@ -31,14 +33,16 @@ def event(lifecycle_id: str, seq: int, name: str, **extra) -> dict:
     return {"lifecycle_id": lifecycle_id, "seq": seq, "event": name, "at": at, "data": {}} | extra
 
 
-def received(layer: FanOutLayer, groups: list[str], rows: list[tuple]) -> list[list[dict]]:
+def received(
+    layer: FanOutLayer, groups: list[str], rows: list[tuple], fan_out: FanOut | None = None
+) -> list[list[dict]]:
     """What a realtime process's sockets in each of ``groups`` get when the relay fans ``rows`` out."""
 
     async def scenario() -> list[list[dict]]:
         channels = [await layer.new_channel() for _ in groups]
         for group, channel in zip(groups, channels, strict=True):
             await layer.group_add(group, channel)
-        await asyncio.to_thread(FanOut(layer), rows)
+        await asyncio.to_thread(fan_out or FanOut(layer), rows)
         got = []
         for channel in channels:
             messages = []
@@ -91,6 +95,23 @@ def test_a_result_too_big_for_the_message_is_read_once_and_a_failure_goes_as_a_f
     assert completed["outcome"] == {"result": {"text": "x" * 100_000}}
     # Nothing internal reaches an end user: code, message and step only.
     assert failed["outcome"] == {"error": {"code": "provider_error", "message": "No answer.", "step": None}}
+
+
+def test_a_connection_redis_dropped_is_replaced_before_the_next_batch():
+    """Its connection never reads an answer (replies are off), so it has to notice a closed one itself."""
+    layer = a_layer()
+    fan_out = FanOut(layer)
+    lifecycle_id = str(uuid.uuid4())
+    first = row(TOPIC_EVENTS, event(lifecycle_id, 1, "lifecycle.created"))
+    assert len(received(layer, [lifecycle_group(lifecycle_id)], [first], fan_out)[0]) == 1
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+    killed = [admin.client_kill_filter(_id=c["id"]) for c in admin.client_list() if c["name"] == CLIENT_NAME]
+    assert killed, "the fan-out's connection is named in CLIENT LIST"
+
+    then = row(TOPIC_EVENTS, event(lifecycle_id, 2, "lifecycle.generating"))
+    (messages,) = received(layer, [lifecycle_group(lifecycle_id)], [then], fan_out)
+    assert [m["event"]["seq"] for m in messages] == [2]
+    assert not fan_out.outage.ongoing
 
 
 def test_while_redis_is_away_the_fan_out_gives_up_at_once_and_backs_off_without_trying():
