@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from lifecycle import kafka
+from lifecycle.following import LiveEvents
 from lifecycle.models import OutboxMessage
 from lifecycle.outbox import NOTIFY_CHANNEL
 from orchestrator import db, liveness
@@ -62,10 +62,10 @@ class Relay:
     conn: psycopg.Connection | None = None  # its own, outside Django's ORM: this loop is all it does
     # Called with each batch once it is produced, before the flush waits for Kafka: must not raise, and must
     # not take long (the realtime fan-out gives up after half a second, and backs off while Redis is away).
-    fan_out: Callable[[list[tuple]], None] | None = None
+    fan_out: LiveEvents | None = None
 
     @classmethod
-    def create(cls, fan_out: Callable[[list[tuple]], None] | None = None) -> Relay:
+    def create(cls, fan_out: LiveEvents | None = None) -> Relay:
         return cls(producer=Producer(kafka.producer_config()), fan_out=fan_out)
 
     def publish_pending(self) -> int:
@@ -208,7 +208,7 @@ class LeadershipLost(Exception):
     """The control connection broke, and the leader lock with it."""
 
 
-def serve(stop: GracefulExit, fan_out: Callable[[list[tuple]], None] | None = None) -> int:
+def serve(stop: GracefulExit, fan_out: LiveEvents | None = None) -> int:
     """Run the relay until ``stop``: lead (or stand by), publish, and ride out outages. Returns how many
     messages it published.
 
