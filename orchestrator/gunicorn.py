@@ -18,6 +18,12 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('WEB_PORT') or os
 # Two per core: a sync worker waits on PostgreSQL for part of each request.
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 worker_class = "sync"
+# Load the app once, in the master, and fork the workers from it: a worker that boots on its own imports all
+# of Django again (~1.2 s of CPU), so after a crash on a busy host the web process was back in 47 s (4
+# workers importing at once; bench.chaos), and every recycled worker (max_requests) paid it again. Nothing
+# the app opens at import survives a fork unsafely: database connections open at the first request,
+# redis-py's pools and prometheus_client's multiprocess values notice the new pid.
+preload_app = True
 timeout = 30  # a worker stuck this long is killed and replaced
 graceful_timeout = 20
 # Restart workers now and then, staggered, so a slow leak in any library cannot grow without bound.
