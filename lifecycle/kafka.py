@@ -37,7 +37,7 @@ def producer_config(**overrides) -> dict:
     }
 
 
-def consumer_config(group_id: str, **overrides) -> dict:
+def consumer_config(group_id: str) -> dict:
     return {
         **_base_config(),
         "group.id": group_id,
@@ -47,7 +47,6 @@ def consumer_config(group_id: str, **overrides) -> dict:
         "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": max(1000, settings.KAFKA_SESSION_TIMEOUT_MS // 3),
         "fetch.wait.max.ms": settings.KAFKA_FETCH_WAIT_MAX_MS,
-        **overrides,
     }
 
 

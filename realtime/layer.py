@@ -123,13 +123,6 @@ class FanOutLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: dict) -> None:
         await self._here().publisher().publish(*self.publication(group, message))
 
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """Several ``group_send`` in one round trip (a pipeline of ``PUBLISH``), in order."""
-        async with self._here().publisher().pipeline(transaction=False) as pipeline:
-            for group, message in messages:
-                pipeline.publish(*self.publication(group, message))
-            await pipeline.execute()
-
     async def flush(self) -> None:
         here = self._loops.pop(asyncio.get_running_loop(), None)
         if here is not None:
