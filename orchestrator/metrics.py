@@ -153,23 +153,21 @@ def consumer_lag(timeout: float = 2.0) -> list[tuple[str, str, int]]:
 
     admin = kafka.admin_client()
     metadata = admin.list_topics(timeout=timeout)
+    group, topic = GENERATORS, TOPIC_REQUESTS  # the one consumer group (live events go out from the relay)
+    if topic not in metadata.topics:
+        return []
+    partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+    request = [ConsumerGroupTopicPartitions(group, partitions)]
+    committed = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result()
     probe = Consumer(kafka.consumer_config("metrics-probe"))
-    out = []
     try:
-        for group, topic in ((GENERATORS, TOPIC_REQUESTS),):
-            if topic not in metadata.topics:
-                continue
-            partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-            request = [ConsumerGroupTopicPartitions(group, partitions)]
-            committed = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result()
-            total = 0
-            for tp in committed.topic_partitions:
-                _, high = probe.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)
-                total += max(0, high - max(tp.offset, 0))
-            out.append((group, topic, total))
+        total = 0
+        for tp in committed.topic_partitions:
+            _, high = probe.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)
+            total += max(0, high - max(tp.offset, 0))
     finally:
         probe.close()
-    return out
+    return [(group, topic, total)]
 
 
 class _ThisProcess:
