@@ -12,7 +12,7 @@ from tests.realtime.helpers import collect
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
-MODEL_S = 4.0  # longer than KAFKA_IDLE_AFTER_S: the relay waits for a NOTIFY again while the model runs
+MODEL_S = 4.0  # longer than KAFKA_IDLE_AFTER_S: the generator falls asleep again while the model runs
 
 
 def test_after_a_quiet_spell_the_generator_wakes_for_the_next_lifecycle(api, stack):
