@@ -60,7 +60,7 @@ def test_a_request_without_traceparent_starts_a_new_trace(api):
     assert first.split("-")[1] != second.split("-")[1]
 
 
-def test_the_api_records_an_accept_span_continuing_the_callers_trace(admin_client):
+def test_the_api_records_an_accept_span_continuing_the_callers_trace(admin_client, monkeypatch):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -68,7 +68,8 @@ def test_the_api_records_an_accept_span_continuing_the_callers_trace(admin_clien
     from tests.conftest import make_project
 
     exporter = InMemorySpanExporter()
-    telemetry.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "_exported", telemetry._exported)  # the tests after this one build no spans
+    telemetry.export_to(SimpleSpanProcessor(exporter))
     _, api_key = make_project()
     trace_id, parent_span = secrets.token_hex(16), secrets.token_hex(8)
 
@@ -85,3 +86,20 @@ def test_the_api_records_an_accept_span_continuing_the_callers_trace(admin_clien
     assert f"{accept.parent.span_id:016x}" == parent_span
     stored = Lifecycle.objects.get(id=response.json()["id"]).traceparent
     assert stored == f"00-{trace_id}-{accept.context.span_id:016x}-01"
+
+
+def test_without_an_exporter_spans_hand_on_the_trace_with_a_span_id_of_their_own(monkeypatch):
+    from orchestrator import telemetry
+
+    monkeypatch.setattr(telemetry, "_exported", False)
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+
+    caller = f"00-{trace_id}-{caller_span}-01"
+    with telemetry.span("outer", parent=caller) as outer, telemetry.span("inner") as inner:  # inner: outer's child
+        pass
+    with telemetry.span("next") as unrelated:  # no current span any more: a new trace
+        pass
+
+    assert outer.split("-")[1] == inner.split("-")[1] == trace_id
+    assert len({caller_span, outer.split("-")[2], inner.split("-")[2]}) == 3
+    assert unrelated.split("-")[1] != trace_id
