@@ -63,6 +63,8 @@ class LifecyclePagination(CursorPagination):
 
 
 def _accepted(lifecycle: Lifecycle, request: Request) -> dict:
+    """The ``202`` body (:class:`LifecycleAcceptedSerializer` documents it). JSONRenderer writes its UUID and
+    datetime as that serializer would, so the body goes out as it is, without a serializer's ~0.1 ms."""
     return {
         "id": lifecycle.id,
         "status": lifecycle.status,
@@ -136,8 +138,7 @@ class LifecycleListCreateView(generics.GenericAPIView):
             raise BudgetExceeded(str(exc), wait=exc.retry_after_s) from exc
         if created:
             metrics.ACCEPTED.inc()
-        accepted = LifecycleAcceptedSerializer(_accepted(lifecycle, request)).data
-        return Response(accepted, status=status.HTTP_202_ACCEPTED)
+        return Response(_accepted(lifecycle, request), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="lifecycles_list",
@@ -219,7 +220,7 @@ class LifecycleReplayView(APIView):
     def post(self, request: Request, lifecycle_id) -> Response:
         original = _lifecycle_or_404(request, lifecycle_id)
         replay = services.lifecycle_replay(lifecycle=original, traceparent=request.headers.get("traceparent"))
-        return Response(LifecycleAcceptedSerializer(_accepted(replay, request)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(_accepted(replay, request), status=status.HTTP_202_ACCEPTED)
 
 
 def _issuer_or_404(request: Request, issuer_id) -> JwtIssuer:

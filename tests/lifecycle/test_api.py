@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
 import pytest
+from rest_framework.renderers import JSONRenderer
 
+from lifecycle.api.serializers import LifecycleAcceptedSerializer
 from lifecycle.models import Lifecycle
 from tests.conftest import api_client, make_project
 from tests.lifecycle.helpers import create, wait_status
@@ -75,6 +78,25 @@ def test_a_non_json_content_type_is_a_415(api):
     response = api.post("/v1/lifecycles", content=b"model=echo/x", headers={"Content-Type": "text/plain"})
 
     assert error_of(response, 415)["code"] == "unsupported_media_type"
+
+
+def test_the_202_body_is_what_the_accepted_serializer_documents(api):
+    response = api.post("/v1/lifecycles", json={"model": "echo/x", "prompt": "x"})
+
+    assert response.status_code == 202
+    body = response.json()
+    lifecycle = Lifecycle.objects.get(id=body["id"])
+    documented = LifecycleAcceptedSerializer(
+        {
+            "id": lifecycle.id,
+            "status": "pending",
+            "created_at": lifecycle.created_at,
+            "ws_token": body["ws_token"],
+            "links": body["links"],
+        }
+    ).data
+    assert body == json.loads(JSONRenderer().render(documented))
+    assert body["created_at"].endswith("Z") and body["ws_token"]
 
 
 def test_requests_without_a_valid_key_are_401(stack, project_key):
