@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 GROUP_ID = "lifecycle-generators"
 COMMIT_EVERY_S = 0.5
+STOP_GRACE_S = 30.0  # how long a stopping generator lets the generations in flight end
 POOL_SIZE = 64  # connections per HTTP client; the generator runs one client per POOL_SIZE generations
 POOL_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
 
@@ -245,7 +246,7 @@ class Generator:
                     last_commit = loop.time()
             if self.tasks:
                 log.info("generator: stopping, finishing %d generations in flight", len(self.tasks))
-                await asyncio.wait(self.tasks, timeout=30)
+                await self._finish_in_flight()
         listener.cancel()
         renewer.cancel()
         caps.cancel()
@@ -255,6 +256,18 @@ class Generator:
         await self._kafka(self.consumer.close)
         self.kafka_thread.shutdown()
         return self.handled
+
+    async def _finish_in_flight(self) -> None:
+        """Let the generations in flight end, for up to ``STOP_GRACE_S``, but not while PostgreSQL is away:
+        none could record its outcome, and a supervisor would kill this process before the outage ended. What
+        is cut off runs again elsewhere: its offset stays uncommitted and its lease expires."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_S
+        while self.tasks and not db.away() and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(self.tasks, timeout=min(0.5, left))
+        if self.tasks:
+            why = "PostgreSQL is away" if db.away() else f"they took longer than {STOP_GRACE_S:.0f} s"
+            log.warning("generator: stopping with %d generations in flight (%s)", len(self.tasks), why)
 
     def _wait(self, message: Message) -> None:
         """A consumed request waits for a slot, in its project's and tier's turn. Its offset stays

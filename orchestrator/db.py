@@ -45,6 +45,13 @@ def in_thread(fn):
 
 
 _outage = Outage("PostgreSQL", log)
+_listening: list[Outage] = []  # each running listener's (listen())
+
+
+def away() -> bool:
+    """Whether this process last found PostgreSQL away: a call waiting it out (:func:`patiently`), or a
+    listener."""
+    return _outage.ongoing or any(outage.ongoing for outage in _listening)
 
 
 async def patiently(fn, /, *args, **kwargs):
@@ -66,20 +73,24 @@ async def listen(channels: dict[str, Callable[[str], None]], who: str) -> None:
     """Call ``channels[name](payload)`` for every NOTIFY on those channels, for ever: while PostgreSQL is
     away, wait for it (logged once) and listen again."""
     outage = Outage(f"{who}: PostgreSQL (LISTEN)", log)
-    while True:
-        try:
-            params = await in_thread(connection_params)()
-            async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                for name in channels:
-                    await conn.execute(f"LISTEN {name}")
-                outage.ok()
-                async for notify in conn.notifies():
-                    channels[notify.channel](notify.payload)
-        except psycopg.Error as exc:
-            await asyncio.sleep(outage.failed(exc))
-        except Exception:
-            log.exception("%s: listener failed; listening again", who)
-            await asyncio.sleep(1)
+    _listening.append(outage)
+    try:
+        while True:
+            try:
+                params = await in_thread(connection_params)()
+                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                    for name in channels:
+                        await conn.execute(f"LISTEN {name}")
+                    outage.ok()
+                    async for notify in conn.notifies():
+                        channels[notify.channel](notify.payload)
+            except psycopg.Error as exc:
+                await asyncio.sleep(outage.failed(exc))
+            except Exception:
+                log.exception("%s: listener failed; listening again", who)
+                await asyncio.sleep(1)
+    finally:
+        _listening.remove(outage)
 
 
 class GroupCommit:
