@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 
 
@@ -97,16 +98,25 @@ def _raise_for_status(response: httpx.Response, body_text: str) -> None:
         )
 
 
+def _transport_fault(exc: Exception, timeout: float) -> ProviderError:
+    """A request that got no answer, as the timeline says it. The generator's clients send through aiohttp
+    (``lifecycle/generator.py``), whose transport raises httpx's exceptions from aiohttp's own but calls
+    every lost or refused connection a ``ConnectTimeout``: aiohttp's exception, when there is one, says
+    which it was."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    if isinstance(cause, TimeoutError | httpx.TimeoutException):  # aiohttp's timeouts are TimeoutErrors
+        return ProviderError(f"timed out after {timeout:.0f}s", retryable=True)
+    return ProviderError(f"connection failed: {cause.__class__.__name__}", retryable=True)
+
+
 async def post_json(
     client: httpx.AsyncClient, url: str, *, headers: dict[str, str], body: dict[str, Any], timeout: float
 ) -> tuple[int, dict[str, Any]]:
     """POST and decode, mapping transport faults and retryable statuses to :class:`ProviderError`."""
     try:
         response = await client.post(url, headers=headers, json=body, timeout=timeout)
-    except httpx.TimeoutException as exc:
-        raise ProviderError(f"timed out after {timeout:.0f}s", retryable=True) from exc
-    except httpx.TransportError as exc:
-        raise ProviderError(f"connection failed: {exc.__class__.__name__}", retryable=True) from exc
+    except (httpx.TransportError, aiohttp.ClientError) as exc:
+        raise _transport_fault(exc, timeout) from exc
     _raise_for_status(response, response.text)
     try:
         return response.status_code, response.json()
@@ -132,7 +142,5 @@ async def post_sse(
                     yield json.loads(data)
                 except ValueError as exc:
                     raise ProviderError("provider streamed invalid JSON", retryable=True, http_status=200) from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderError(f"timed out after {timeout:.0f}s", retryable=True) from exc
-    except httpx.TransportError as exc:
-        raise ProviderError(f"connection failed: {exc.__class__.__name__}", retryable=True) from exc
+    except (httpx.TransportError, aiohttp.ClientError) as exc:
+        raise _transport_fault(exc, timeout) from exc

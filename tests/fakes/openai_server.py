@@ -3,7 +3,8 @@
 
 Each request's last user message is JSON naming a scenario and, per model, the answers to give in turn:
 ``{"scenario": "s1", "steps": {"m1": ["429:1", "ok"]}, "reply": "hi"}``. Steps: ``ok`` (answer ``reply``),
-``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``trickle:<seconds>``
+``429:<retry-after>``, ``500``, ``400``, ``hang:<seconds>`` (answer nothing for that long), ``drop`` (close the
+connection without answering), ``trickle:<seconds>``
 (stream the reply's words spread over that long: a model slower than any lease, yet never silent for
 long enough to time out), ``mirror`` (reply with the request's own fields but ``messages``, as JSON: what
 the provider was asked), ``garbage`` (not JSON). The last step repeats. ``GET /calls`` reports how many
@@ -89,6 +90,9 @@ class Handler(JsonHandler):
         if kind == "hang":
             time.sleep(float(arg))
             kind = "ok"
+        if kind == "drop":
+            self.close_connection = True
+            return
         if kind == "mirror":
             script["reply"] = json.dumps({k: v for k, v in request.items() if k != "messages"}, sort_keys=True)
             kind = "ok"

@@ -65,6 +65,19 @@ def test_a_provider_that_hangs_past_the_timeout_is_retried(api):
     assert second["outcome"] == "ok"
 
 
+def test_a_provider_that_drops_the_connection_is_retried_and_said_to_have_failed_not_timed_out(api):
+    prompt = scripted(scenario(), {"flaky": ["drop", "ok"]}, reply="reconnected")
+
+    lifecycle = create(api, {"model": "openai/flaky", "prompt": prompt})
+    final = wait_status(api, lifecycle["id"])
+
+    assert final["status"] == "completed", final
+    first, second = attempts(api, lifecycle["id"])
+    assert first["error"].startswith("connection failed: "), first
+    assert first["retryable"] is True
+    assert second["outcome"] == "ok"
+
+
 def test_when_every_model_fails_the_lifecycle_fails_with_generation_failed(api):
     prompt = scripted(scenario(), {"a": ["500"], "b": ["garbage"]})
 
