@@ -219,9 +219,10 @@ class Generator:
         caps = asyncio.create_task(self._refresh_caps())
         waiting_renewer = asyncio.create_task(self._renew_waiting())
         async with contextlib.AsyncExitStack() as clients:
-            # httpx's interface, aiohttp's connections and C HTTP parser: 0.89x the generator's CPU of httpcore
-            # and h11 (docs/performance.md). Several small pools, not one big one, as httpcore's needed: it
-            # scanned its whole pool on every request, 90% of the generator's CPU with thousands of connections.
+            # httpx's interface over aiohttp's connections and C HTTP parser: 0.89x the generator's CPU of
+            # httpcore and h11 (docs/performance.md). Several small pools, not one big one: httpcore scanned its
+            # whole pool on every request (90% of the generator's CPU with thousands of connections), and a
+            # pool per 64 generations keeps each as small with aiohttp.
             shards = [
                 await clients.enter_async_context(httpx.AsyncClient(transport=AiohttpTransport(limits=POOL_LIMITS)))
                 for _ in range(math.ceil(self.concurrency / POOL_SIZE))
