@@ -1,5 +1,5 @@
 """Two trees measured at the same time: this checkout's ``bench.run`` and another's, started together, so the
-shared host's drift (which moved the cpu scenario by 20% within half an hour, docs/performance.md) hits both
+shared host's drift (which moved the cpu scenario by up to 30% within 20 minutes, docs/performance.md) hits both
 alike. Each stack runs on its own embedded servers and free ports, and counts only its own processes.
 
     git worktree add /tmp/base REV && ln -s "$PWD/.venv" /tmp/base/.venv
