@@ -10,10 +10,13 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
 def new_span(traceparent: str | None = None) -> str:
-    """A child span of ``traceparent`` when it is valid, else the root span of a new trace."""
+    """A child span of ``traceparent`` when it is valid, in its trace and sampled as it is (as OpenTelemetry's
+    default sampler decides), else the root span of a new, sampled trace."""
     match = _TRACEPARENT.match((traceparent or "").strip().lower())
-    trace_id = match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    sampled = int(match.group(3), 16) & 1
+    return f"00-{match.group(1)}-{secrets.token_hex(8)}-0{sampled}"
 
 
 def trace_id(traceparent: str) -> str:

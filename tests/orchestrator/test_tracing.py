@@ -103,3 +103,17 @@ def test_without_an_exporter_spans_hand_on_the_trace_with_a_span_id_of_their_own
     assert outer.split("-")[1] == inner.split("-")[1] == trace_id
     assert len({caller_span, outer.split("-")[2], inner.split("-")[2]}) == 3
     assert unrelated.split("-")[1] != trace_id
+
+
+def test_without_an_exporter_a_span_keeps_its_callers_sampling_decision_as_opentelemetry_does(monkeypatch):
+    from orchestrator import telemetry
+
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    seen = {}
+    for exported in (False, True):
+        monkeypatch.setattr(telemetry, "_exported", exported)
+        for flags in ("00", "01"):
+            with telemetry.span("x", parent=f"00-{trace_id}-{caller_span}-{flags}") as child:
+                seen[exported, flags] = child.split("-")[3]
+
+    assert seen == {(False, "00"): "00", (False, "01"): "01", (True, "00"): "00", (True, "01"): "01"}
