@@ -28,14 +28,16 @@ def _start(tree: Path, scenarios: str) -> subprocess.Popen:
         [str(python), "-m", "bench.run", "--runs", "1", "--scenarios", scenarios],
         cwd=tree,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
     )
 
 
 def _figures(output: str) -> dict[str, float]:
     """The one run's figures, from ``bench.run``'s ``run 1/1: {...}`` line, as ``<scenario>_<figure>``."""
-    line = next(line for line in output.splitlines() if line.startswith("run 1/1: "))
+    line = next((line for line in output.splitlines() if line.startswith("run 1/1: ")), None)
+    if line is None:
+        raise SystemExit(f"a run ended without its figures:\n{output[-2000:]}")
     figures = {}
     for scenario, values in json.loads(line.removeprefix("run 1/1: ")).items():
         for name, value in values.items():
@@ -61,8 +63,9 @@ def main() -> None:
     theirs: list[dict[str, float]] = []
     for i in range(args.runs):
         mine, other = _start(PROJECT_DIR, args.scenarios), _start(args.other.resolve(), args.scenarios)
-        ours.append(_figures(mine.communicate()[0]))
-        theirs.append(_figures(other.communicate()[0]))
+        outputs = mine.communicate()[0], other.communicate()[0]  # both ended before either is read
+        ours.append(_figures(outputs[0]))
+        theirs.append(_figures(outputs[1]))
         print(f"run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
     names = [n for n in ours[0] if n.startswith(args.only) and all(n in run for run in ours + theirs)]
     print(f"| figure | {args.other} | this tree | ratio (median of {args.runs} runs) |")
