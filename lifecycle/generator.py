@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import math
 import threading
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 GROUP_ID = "lifecycle-generators"
 COMMIT_EVERY_S = 0.5
 STOP_GRACE_S = 30.0  # how long a stopping generator lets the generations in flight end
-POOL_SIZE = 64  # connections per HTTP client; the generator runs one client per POOL_SIZE generations
-POOL_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
 
 
 class PoisonMessage(Exception):
@@ -164,7 +161,7 @@ class Generator:
         # waiting for a slot to free.
         self.held: collections.Counter[str] = collections.Counter()
         self.project_most = max(1, math.floor(concurrency * settings.GENERATOR_PROJECT_SHARE))
-        self.clients = None  # the HTTP clients, taken in turn, once run() has opened them
+        self.client: httpx.AsyncClient | None = None  # the provider client, once run() has opened it
         self._gauged: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
         # Lifecycle id → its generation (to abandon on cancel), the claim's fencing token (to renew with) and
@@ -218,16 +215,13 @@ class Generator:
         renewer = asyncio.create_task(self._renew_leases())
         caps = asyncio.create_task(self._refresh_caps())
         waiting_renewer = asyncio.create_task(self._renew_waiting())
-        async with contextlib.AsyncExitStack() as clients:
-            # httpx's interface over aiohttp's connections and C HTTP parser: 0.89x the generator's CPU of
-            # httpcore and h11 (docs/performance.md). Several small pools, not one big one: httpcore scanned its
-            # whole pool on every request (90% of the generator's CPU with thousands of connections), and a
-            # pool per 64 generations keeps each as small with aiohttp.
-            shards = [
-                await clients.enter_async_context(httpx.AsyncClient(transport=AiohttpTransport(limits=POOL_LIMITS)))
-                for _ in range(math.ceil(self.concurrency / POOL_SIZE))
-            ]
-            self.clients = itertools.cycle(shards)
+        # httpx's interface over aiohttp's connections and C HTTP parser: 0.89x the generator's CPU of httpcore
+        # and h11 (docs/performance.md). One pool for every slot: aiohttp takes and returns a connection in
+        # constant time, where httpcore scanned its whole pool (so the generator once kept a pool per 64
+        # slots, taken in turn: with many slots at a low rate, each call found its pool's connections expired, and
+        # opened a new one, against a real provider with a TLS handshake).
+        slots = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(transport=AiohttpTransport(limits=slots)) as self.client:
             while not self.stop.requested:
                 liveness.beat()
                 full = len(self.waiting) >= self.lookahead
@@ -289,7 +283,7 @@ class Generator:
         transaction, then each generation as its own task. Called when requests arrive, when one ends, and
         when a hold ends."""
         free = self.concurrency - self.held.total()
-        if free <= 0 or not len(self.waiting) or self.clients is None or self.stop.requested:
+        if free <= 0 or not len(self.waiting) or self.client is None or self.stop.requested:
             return  # (stopping: what waits is left uncommitted, for the partitions' next owner)
         held_projects, held_models = self.gate.holds()
         batch = self.waiting.take(
@@ -380,7 +374,7 @@ class Generator:
         batch = await self._admit(batch)
         claims = await self._claim(batch)
         for request in batch:
-            self._start(request, next(self.clients), claims)
+            self._start(request, self.client, claims)
 
     async def _claim(self, requests: list[Request]) -> dict[str, Lifecycle] | None:
         """The batch's claims by lifecycle id; ``None`` if the batch could not be claimed at once (each
