@@ -257,7 +257,7 @@ def transition(
     3. Write the status, its step timestamp and ``fields``; append the timeline event; enqueue the outbox
        message. All in one transaction: a state change is never visible without its event.
     """
-    with transaction.atomic():
+    with store.transaction():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
             return None
@@ -422,7 +422,7 @@ def generation_claim_many(*, lifecycle_ids) -> dict[str, Lifecycle]:
     there are (the locking read, then every claim's writes). Returns the claimed ones by id."""
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_S)
     claimed = {}
-    with transaction.atomic(), store.batched():
+    with store.transaction():
         for lifecycle in store.lock_many(lifecycle_ids):
             if _claim(lifecycle, lease) is not None:
                 claimed[str(lifecycle.id)] = lifecycle
@@ -505,14 +505,13 @@ def generation_succeed(
 def generation_succeed_many(*, results: list[dict[str, Any]]) -> list[Lifecycle | None]:
     """:func:`generation_succeed` for several results at once (each a dict of its arguments), in one
     transaction and two round trips however many there are; the outcome of each, in order."""
-    with transaction.atomic():
-        with store.batched():
-            locked = {str(lc.id): lc for lc in store.lock_many([r["lifecycle_id"] for r in results])}
-            moved = [_succeed(locked.get(str(r["lifecycle_id"])), r) for r in results]
-            _add_usage([lifecycle for lifecycle in moved if lifecycle is not None])
+    with store.transaction():
+        locked = {str(lc.id): lc for lc in store.lock_many([r["lifecycle_id"] for r in results])}
+        moved = [_succeed(locked.get(str(r["lifecycle_id"])), r) for r in results]
+        _add_usage([lifecycle for lifecycle in moved if lifecycle is not None])
         for lifecycle in moved:
             if lifecycle is not None and lifecycle.status == Status.DELIVERING:
-                delivery.start(lifecycle=lifecycle)
+                delivery.start(lifecycle=lifecycle)  # (written at once, before the batch: same transaction)
     return moved
 
 
@@ -590,7 +589,7 @@ def _attempt_recorded(lifecycle: Lifecycle, attempt: delivery.Attempt) -> Lifecy
 def delivery_failed(*, lifecycle_id, message: str, details: Any = None) -> Lifecycle | None:
     """:func:`lifecycle.delivery.failed`. A lifecycle that has moved on (an operator's resend of a finished
     one) is left as it is."""
-    with transaction.atomic():
+    with store.transaction():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None:
             return None
@@ -660,7 +659,7 @@ def _fail(
 
 
 def lifecycle_fail(*, lifecycle_id, code: ErrorCode, message: str, step: str, details: Any = None) -> Lifecycle | None:
-    with transaction.atomic():
+    with store.transaction():
         lifecycle = _locked(lifecycle_id)
         return None if lifecycle is None else _fail(lifecycle, _error(code, message, step, details))
 
@@ -678,7 +677,7 @@ def generation_fail(
     """Fail a generation, if the caller still holds its lease (``lease``: the claim's fencing token): a
     worker that lost its lease must not fail what the live one may yet complete. A model that answered
     unusably (``output_invalid``) still used tokens: ``usage`` is recorded and counted like a result's."""
-    with transaction.atomic():
+    with store.transaction():
         lifecycle = _locked(lifecycle_id)
         if lifecycle is None or not _holds_lease(lifecycle, lease):
             return None

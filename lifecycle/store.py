@@ -21,8 +21,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import orjson
 from django.db import connection
+from django.db import transaction as django_transaction
 from django.db.models import JSONField
 from django.utils import timezone
+from psycopg.pq import TransactionStatus
 
 from lifecycle.models import USAGE_SHARDS, ApiKey, Lifecycle, OutboxMessage, Project, TimelineEvent, UsageDaily
 
@@ -98,7 +100,7 @@ def active_key(prefix: str) -> ApiKey | None:
 def lock(lifecycle_id) -> Lifecycle | None:
     """The lifecycle, its row locked until this transaction ends; ``None`` if there is none."""
     with connection.cursor() as cursor:
-        cursor.execute(_SELECT_FOR_UPDATE, [lifecycle_id])
+        _execute_first(cursor, _SELECT_FOR_UPDATE, [lifecycle_id])
         row = cursor.fetchone()
     return None if row is None else _LIFECYCLE.instance(row)
 
@@ -106,7 +108,7 @@ def lock(lifecycle_id) -> Lifecycle | None:
 def lock_many(lifecycle_ids: Sequence) -> list[Lifecycle]:
     """The lifecycles among ``lifecycle_ids`` that exist, their rows locked until this transaction ends."""
     with connection.cursor() as cursor:
-        cursor.execute(_SELECT_MANY_FOR_UPDATE, [list(lifecycle_ids)])
+        _execute_first(cursor, _SELECT_MANY_FOR_UPDATE, [list(lifecycle_ids)])
         rows = cursor.fetchall()
     return [_LIFECYCLE.instance(row) for row in rows]
 
@@ -115,15 +117,62 @@ _batch = threading.local()
 
 
 @contextlib.contextmanager
-def batched() -> Iterator[None]:
+def transaction() -> Iterator[None]:
+    """An atomic block of the hot path, in two round trips where Django's takes four: psycopg sends BEGIN on
+    its own before the block's first statement and COMMIT on its own at its end. Here BEGIN goes out with the
+    first locking read (:func:`lock`, :func:`lock_many`) and COMMIT with the block's writes, which go to
+    PostgreSQL together as the block ends (:func:`batched`). Anything else inside, the ORM included, runs in
+    the same transaction as in any atomic block, and ``on_commit`` hooks run once it commits; an error
+    inside rolls it all back.
+
+    Not nested in another transaction (where it would be a savepoint, and COMMIT would end the outer one):
+    there, the block is the caller's, and only batched."""
+    if connection.in_atomic_block:
+        with batched():
+            yield
+        return
+    with django_transaction.atomic():
+        _batch.begin = True
+        try:
+            with batched(commit=True):
+                yield
+        finally:
+            _batch.begin = False
+
+
+def _execute_first(cursor, sql: str, params: list) -> None:
+    """Execute ``sql``, with BEGIN before it if it opens a :func:`transaction` block. psycopg sends its own
+    BEGIN only while it is in charge of transactions (not in autocommit); the block's first statement
+    starts the transaction itself, and psycopg goes on in autocommit (what it sends after BEGIN is in the
+    transaction anyway) until the block's end: Django commits (or rolls back) and turns autocommit on as
+    after any atomic block, and psycopg sends no COMMIT for a transaction already committed."""
+    pg = connection.connection
+    if getattr(_batch, "begin", False) and pg.info.transaction_status == TransactionStatus.IDLE:
+        _batch.begin = False
+        pg.autocommit = True
+        cursor.execute("BEGIN;\n" + sql, params)
+        cursor.nextset()  # past BEGIN's result, to the statement's
+    else:
+        cursor.execute(sql, params)
+
+
+@contextlib.contextmanager
+def batched(*, commit: bool = False) -> Iterator[None]:
     """The writes made inside the block (:func:`insert`, :func:`update`) go to PostgreSQL together, in one
-    round trip, as the block ends; an error inside it writes nothing (the transaction rolls back anyway)."""
+    round trip, as the block ends (followed by COMMIT, with ``commit``: only :func:`transaction` ends its
+    block so); an error inside it writes nothing (the transaction rolls back anyway). Inside another such
+    block, the outer one sends them."""
+    if getattr(_batch, "pending", None) is not None:
+        yield
+        return
     _batch.pending = pending = ([], [])
     try:
         yield
     finally:
         del _batch.pending
     if pending[0]:
+        if commit and connection.connection.info.transaction_status != TransactionStatus.IDLE:
+            pending[0].append("COMMIT")  # (none yet: the writes are the block's first statement, after BEGIN)
         _execute(*pending)
 
 
