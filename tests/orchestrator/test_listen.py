@@ -20,9 +20,13 @@ def notify(*notices: tuple[str, str]) -> None:
             conn.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
+ONE, TWO = "test_listen_one", "test_listen_two"
+
+
 def listener_pids() -> list[int]:
+    """This test's listener's session, by the last thing it sent (the stack's processes listen too)."""
     with psycopg.connect(**db.connection_params(), autocommit=True) as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'").fetchall()
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE query = %s", [f"LISTEN {TWO}"]).fetchall()
     return [pid for (pid,) in rows]
 
 
@@ -34,7 +38,7 @@ async def received_by(got: list, count: int) -> None:
 
 def test_every_notification_reaches_its_channel_in_order_and_a_cut_connection_listens_again():
     got: list[tuple[str, str]] = []
-    channels = {name: (lambda payload, name=name: got.append((name, payload))) for name in ("one", "two")}
+    channels = {name: (lambda payload, name=name: got.append((name, payload))) for name in (ONE, TWO)}
 
     async def scenario() -> None:
         listening = asyncio.create_task(db.listen(channels, "test"))
@@ -43,7 +47,7 @@ def test_every_notification_reaches_its_channel_in_order_and_a_cut_connection_li
                 while not listener_pids():
                     await asyncio.sleep(0.02)
             await asyncio.sleep(0.1)  # both LISTENs done
-            sent = [("one", str(i)) if i % 3 else ("two", str(i)) for i in range(200)]
+            sent = [(ONE, str(i)) if i % 3 else (TWO, str(i)) for i in range(200)]
             await asyncio.to_thread(notify, *sent, ("other", "not listened to"))
             await received_by(got, len(sent))
             await asyncio.sleep(0.1)
@@ -58,9 +62,9 @@ def test_every_notification_reaches_its_channel_in_order_and_a_cut_connection_li
                     await asyncio.sleep(0.05)
             await asyncio.sleep(0.1)
             got.clear()
-            await asyncio.to_thread(notify, ("two", "after"))
+            await asyncio.to_thread(notify, (TWO, "after"))
             await received_by(got, 1)
-            assert got == [("two", "after")]
+            assert got == [(TWO, "after")]
         finally:
             listening.cancel()
             with pytest.raises(asyncio.CancelledError):
