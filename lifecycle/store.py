@@ -171,8 +171,10 @@ def batched(*, commit: bool = False) -> Iterator[None]:
     finally:
         del _batch.pending
     if pending[0]:
+        # COMMIT goes with the writes once the transaction has begun; with nothing sent yet (idle), psycopg
+        # begins it before the writes, and Django commits it.
         if commit and connection.connection.info.transaction_status != TransactionStatus.IDLE:
-            pending[0].append("COMMIT")  # (none yet: the writes are the block's first statement, after BEGIN)
+            pending[0].append("COMMIT")
         _execute(*pending)
 
 
