@@ -20,6 +20,9 @@ from tests.lifecycle.factories import lifecycle_with_lost_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Each test's lifecycle never reaches Kafka (``lifecycle_with_lost_request``): when the whole suite runs, the
+# stack's generator would otherwise claim it while the test does.
+
 
 @contextlib.contextmanager
 def queries_sent():
@@ -40,12 +43,6 @@ def queries_sent():
         sent += [m.split("\tQuery\t", 1)[1].strip(' "\n') for m in messages if m.startswith("F") and "\tQuery\t" in m]
 
 
-def unclaimed(project) -> Lifecycle:
-    """A pending lifecycle whose request never reaches Kafka: when the whole suite runs, the stack's
-    generator would otherwise claim it while the test does."""
-    return lifecycle_with_lost_request(project)
-
-
 def result(lifecycle: Lifecycle, lease: int) -> dict:
     return {
         "lifecycle_id": lifecycle.id,
@@ -59,7 +56,7 @@ def result(lifecycle: Lifecycle, lease: int) -> dict:
 
 def test_a_claim_and_a_result_are_two_round_trips_each_begin_with_the_read_and_commit_with_the_writes():
     project, _ = make_project()
-    lifecycle = unclaimed(project)
+    lifecycle = lifecycle_with_lost_request(project)
     with queries_sent() as claim:
         claimed = services.generation_claim_many(lifecycle_ids=[lifecycle.id])
     with queries_sent() as succeed:
@@ -83,7 +80,7 @@ def test_a_claim_and_a_result_are_two_round_trips_each_begin_with_the_read_and_c
 
 def test_what_the_orm_writes_inside_is_in_the_same_transaction_and_an_error_rolls_all_of_it_back():
     project, _ = make_project()
-    lifecycle = unclaimed(project)
+    lifecycle = lifecycle_with_lost_request(project)
     committed = []
     with pytest.raises(RuntimeError), store.transaction():
         (locked,) = store.lock_many([lifecycle.id])
@@ -108,7 +105,7 @@ def test_what_the_orm_writes_inside_is_in_the_same_transaction_and_an_error_roll
 
 def test_a_write_that_fails_writes_nothing_and_the_commit_after_it_never_runs():
     project, _ = make_project()
-    lifecycle = unclaimed(project)
+    lifecycle = lifecycle_with_lost_request(project)
     seq = TimelineEvent.objects.get(lifecycle=lifecycle).seq
     with pytest.raises(IntegrityError), store.transaction():
         (locked,) = store.lock_many([lifecycle.id])
@@ -122,7 +119,7 @@ def test_a_write_that_fails_writes_nothing_and_the_commit_after_it_never_runs():
 
 def test_inside_a_callers_transaction_it_commits_nothing_itself():
     project, _ = make_project()
-    lifecycle = unclaimed(project)
+    lifecycle = lifecycle_with_lost_request(project)
     with queries_sent() as sent, pytest.raises(RuntimeError), transaction.atomic():
         services.generation_claim_many(lifecycle_ids=[lifecycle.id])
         raise RuntimeError("the caller's transaction rolls back")
