@@ -3,7 +3,7 @@ shared host's drift (which moved the cpu scenario by up to 30% within 20 minutes
 alike. Each stack runs on its own embedded servers and free ports, and counts only its own processes.
 
     git worktree add /tmp/base REV && ln -s "$PWD/.venv" /tmp/base/.venv
-    python -m bench.side_by_side /tmp/base [--runs 3] [--scenarios cpu] [--only direct_]
+    python -m bench.side_by_side /tmp/base [--runs 3] [--scenarios cpu] [--only direct_] [bench.run's options]
 
 Prints, for every figure both report: the other tree's and this tree's median (min to max), and the median of
 the per-run ratios (this / other), which is the figure to quote for a change. Both stacks share the cores,
@@ -22,10 +22,10 @@ from pathlib import Path
 from orchestrator.embedded import PROJECT_DIR
 
 
-def _start(tree: Path, scenarios: str) -> subprocess.Popen:
+def _start(tree: Path, scenarios: str, options: list[str]) -> subprocess.Popen:
     python = tree / ".venv" / "bin" / "python"
     return subprocess.Popen(
-        [str(python), "-m", "bench.run", "--runs", "1", "--scenarios", scenarios],
+        [str(python), "-m", "bench.run", "--runs", "1", "--scenarios", scenarios, *options],
         cwd=tree,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -58,11 +58,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenarios", default="cpu")
     parser.add_argument("--only", default="", help="figures whose name starts with this")
-    args = parser.parse_args()
+    # Any other option goes to both trees' bench.run (e.g. --cpu-rate 12 when two stacks at 20/s would
+    # saturate the shared cores and void the runs).
+    args, options = parser.parse_known_args()
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
     for i in range(args.runs):
-        mine, other = _start(PROJECT_DIR, args.scenarios), _start(args.other.resolve(), args.scenarios)
+        mine = _start(PROJECT_DIR, args.scenarios, options)
+        other = _start(args.other.resolve(), args.scenarios, options)
         outputs = mine.communicate()[0], other.communicate()[0]  # both ended before either is read
         ours.append(_figures(outputs[0]))
         theirs.append(_figures(outputs[1]))
