@@ -186,7 +186,7 @@ KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 KAFKA_MIN_INSYNC_REPLICAS = env.int("KAFKA_MIN_INSYNC_REPLICAS", default=1)
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=6000)
 # How long a fetch may wait on the broker for data. Kafka answers as soon as data arrives, so its default
-# costs no latency; the embedded broker waits it out, so the embedded stack sets 10 ms.
+# costs no latency; the embedded broker answers late, so the embedded stack sets 20 ms (docs/embedded.md).
 KAFKA_FETCH_WAIT_MAX_MS = env.int(
     "KAFKA_FETCH_WAIT_MAX_MS",
     default=embedded.EMBEDDED_FETCH_WAIT_MAX_MS if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else 500,
