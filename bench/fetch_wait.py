@@ -1,8 +1,9 @@
 """The embedded broker's Kafka hop against the consumer's ``fetch.wait.max.ms``: how long a message takes from
-the producer's flush to the consumer's poll, and what the broker burns while a consumer waits with nothing to
-read (one awake consumer fetching again and again). The figures behind ``EMBEDDED_FETCH_WAIT_MAX_MS``.
+its produce (flushed at once) to the consumer's poll, and what the broker burns while a consumer waits with
+nothing to read (one awake consumer fetching again and again). The figures behind
+``EMBEDDED_FETCH_WAIT_MAX_MS``.
 
-    python -m bench.fetch_wait [10 20 30 40 60] [--messages 80]
+    python -m bench.fetch_wait [10 20 30 40 60] [--messages 120]
 
 Each wait gets a fresh embedded broker (only the broker) and a topic of ``KAFKA_TOPIC_PARTITIONS``'s default
 6 partitions, as the stack's requests topic has. Messages go one at a time at random intervals (so they
@@ -56,8 +57,8 @@ def measure(wait_ms: int, messages: int) -> dict:
             consumer.poll(0.1)
         producer.produce(TOPIC, value=b"warm-up")
         producer.flush()
-        while _next(consumer, 5.0) is None:
-            pass
+        if _next(consumer, 30.0) is None:
+            raise SystemExit("the warm-up message did not arrive within 30 s")
 
         hops, pause = [], random.Random(wait_ms)
         for i in range(messages):
@@ -99,7 +100,7 @@ def _cpu(process: psutil.Process) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("waits", type=int, nargs="*", default=[10, 20, 30, 40, 60])
-    parser.add_argument("--messages", type=int, default=80)
+    parser.add_argument("--messages", type=int, default=120)
     args = parser.parse_args()
     for wait_ms in args.waits:
         print(json.dumps(measure(wait_ms, args.messages)), flush=True)
