@@ -60,11 +60,16 @@ def seconds(grouped: Iterable[tuple[str, psutil.Process]]) -> dict[int, tuple[st
     out = {}
     for group, process in grouped:
         try:
-            times = process.cpu_times()
+            out[process.pid] = (group, process_seconds(process))
         except psutil.Error:
             continue
-        out[process.pid] = (group, times.user + times.system)
     return out
+
+
+def process_seconds(process: psutil.Process) -> float:
+    """CPU seconds ``process`` has used so far, in user and kernel mode."""
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def per_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:

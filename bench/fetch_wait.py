@@ -25,6 +25,7 @@ import psutil
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.cpu import process_seconds
 from orchestrator.embedded import PROJECT_DIR, EmbeddedStack, running
 
 STATE_DIR = PROJECT_DIR / ".state" / "bench-fetch-wait"
@@ -71,10 +72,10 @@ def measure(wait_ms: int, messages: int) -> dict:
             hops.append(1000 * (time.monotonic() - sent))
 
         broker = psutil.Process(servers.server("kafka").process.pid)
-        before, until = _cpu(broker), time.monotonic() + IDLE_S
+        before, until = process_seconds(broker), time.monotonic() + IDLE_S
         while time.monotonic() < until:
             consumer.poll(0.1)
-        idle_cores = (_cpu(broker) - before) / IDLE_S
+        idle_cores = (process_seconds(broker) - before) / IDLE_S
         consumer.close()
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     return {
@@ -90,11 +91,6 @@ def _next(consumer: Consumer, timeout: float):
     while message is not None and message.error():
         message = consumer.poll(timeout)
     return message
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def main() -> None:

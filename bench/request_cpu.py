@@ -22,15 +22,11 @@ from pathlib import Path
 
 import psutil
 
+from bench.cpu import process_seconds
 from bench.environment import PRODUCTION_ON_LOOPBACK
 from orchestrator.embedded import PROJECT_DIR, EmbeddedStack, running
 
 STATE_DIR = PROJECT_DIR / ".state" / "bench-request-cpu"
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def measure(requests: int, warmup: int) -> dict:
@@ -58,13 +54,13 @@ def measure(requests: int, warmup: int) -> dict:
         cursor.execute("SELECT pg_backend_pid()")
         backend = psutil.Process(cursor.fetchone()[0])
     me = psutil.Process()
-    client_before, backend_before, started = _cpu(me), _cpu(backend), time.perf_counter()
+    client_before, backend_before, started = process_seconds(me), process_seconds(backend), time.perf_counter()
     for _ in range(requests):
         post()
     return {
         "requests": requests,
-        "client_us": round(1e6 * (_cpu(me) - client_before) / requests),
-        "postgres_us": round(1e6 * (_cpu(backend) - backend_before) / requests),
+        "client_us": round(1e6 * (process_seconds(me) - client_before) / requests),
+        "postgres_us": round(1e6 * (process_seconds(backend) - backend_before) / requests),
         "wall_us": round(1e6 * (time.perf_counter() - started) / requests),
     }
 

@@ -591,7 +591,7 @@ def webhooks_run(stack: ServiceProcesses, servers: EmbeddedStack, key: str, ledg
         accepted = sum(run["outcomes"].get("202", 0) for run in loads)
         ledger.wait_deliveries(tag, accepted, timeout=300)
         receiver = psutil.Process(args.backend_pid)
-        before, receiver_before = cpu.cpu_seconds(stack, servers), sum(receiver.cpu_times()[:2])
+        before, receiver_before = cpu.cpu_seconds(stack, servers), cpu.process_seconds(receiver)
     finally:
         stack.signal("delivery", signal.SIGCONT)
     released = time.monotonic()
@@ -615,7 +615,7 @@ def webhooks_run(stack: ServiceProcesses, servers: EmbeddedStack, key: str, ledg
         "cores_busy": round(sum(spent.values()) / elapsed, 2),
         "cpu_total_ms": round(sum(spent.values()) / per, 2),
         **cpu_ms,
-        "receiver_cpu_ms": round((sum(receiver.cpu_times()[:2]) - receiver_before) / per, 2),
+        "receiver_cpu_ms": round((cpu.process_seconds(receiver) - receiver_before) / per, 2),
         "ledger_ok": balanced([i for run in loads for i in run["ids"]], counts, ledger, tag),
     }
 
